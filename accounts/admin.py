@@ -1,0 +1,247 @@
+"""Django admin for apps, accounts and the event log. Thin: every write is a service call."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from . import selectors, services
+from .forms import ImportTokenForm, InstagramAppForm, PasteForm
+from .instagram import mask
+from .models import Account, Event, InstagramApp
+from .services import Actor, FlowError
+
+
+@admin.register(InstagramApp)
+class InstagramAppAdmin(admin.ModelAdmin):
+    form = InstagramAppForm
+    list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
+    list_filter = ["flavour"]
+    search_fields = ["name", "app_id"]
+
+    @admin.display(description="app secret")
+    def secret_hint(self, obj: InstagramApp) -> str:
+        return mask(obj.app_secret)
+
+
+def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
+    """Whether Instagram's redirect lands on this registry's callback for this browser."""
+    parts = urlsplit(redirect_uri)
+    return parts.path == reverse("oauth-callback") and parts.netloc == request.get_host()
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = [
+        "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
+    ]
+    list_filter = ["status", "app"]
+    search_fields = ["label", "username", "ig_user_id"]
+    list_select_related = ["app", "token"]
+    actions = ["authorize_action", "verify_action", "export_action"]
+    change_form_template = "admin/accounts/account/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["app", "label"]}),
+        ("Token file", {"fields": ["token_filename", "export_enabled", "export_format",
+                                   "file_written_at", "file_error"]}),
+        ("Instagram", {"fields": ["username", "ig_user_id", "status", "last_error"]}),
+        ("Token", {"fields": ["token_hint", "token_kind", "obtained_at", "expires_at",
+                              "last_refreshed_at", "permissions"]}),
+    ]
+    readonly_fields = [
+        "username", "ig_user_id", "status", "last_error", "file_written_at", "file_error",
+        "token_hint", "token_kind", "obtained_at", "expires_at", "last_refreshed_at",
+        "permissions",
+    ]
+
+    # --- columns (the token value itself is never rendered) ---
+    @admin.display(description="token")
+    def token_hint(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return mask(token.value) if token else "—"
+
+    @admin.display(description="token kind")
+    def token_kind(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return token.get_kind_display() if token else "—"
+
+    @admin.display(description="obtained")
+    def obtained_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return token.obtained_at if token else None
+
+    @admin.display(description="expires", ordering="token__expires_at")
+    def expires_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return token.expires_at if token else None
+
+    @admin.display(description="last refreshed")
+    def last_refreshed_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return token.last_refreshed_at if token else None
+
+    @admin.display(description="permissions")
+    def permissions(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return ", ".join(token.permissions) if token and token.permissions else "—"
+
+    @admin.display(description="token file")
+    def file_state(self, obj: Account) -> str:
+        if not obj.export_enabled:
+            return "off"
+        if obj.file_error:
+            return "error"
+        return "written" if obj.file_written_at else "—"
+
+    # --- actions ---
+    @admin.action(description="Authorize with Instagram (one account)")
+    def authorize_action(self, request: HttpRequest, queryset: QuerySet[Account]):  # noqa: ANN201
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one account to authorize.",
+                              messages.ERROR)
+            return None
+        return self._start_authorize(request, queryset.get())
+
+    @admin.action(description="Verify token with Instagram (/me)")
+    def verify_action(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        actor, now = Actor(user=request.user), timezone.now()
+        for account in queryset.select_related("app"):
+            try:
+                profile = services.account_verify(account=account, actor=actor, now=now)
+            except FlowError as exc:
+                self.message_user(request, f"{account}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: token belongs to @{profile.username}.",
+                                  messages.SUCCESS)
+
+    @admin.action(description="Export token file")
+    def export_action(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        actor, now = Actor(user=request.user), timezone.now()
+        for account in queryset:
+            path = services.token_export(account=account, actor=actor, now=now)
+            account.refresh_from_db()
+            if path is not None:
+                self.message_user(request, f"{account}: wrote {path}.", messages.SUCCESS)
+            else:
+                reason = account.file_error or "export is off or there is no long-lived token"
+                self.message_user(request, f"{account}: not written ({reason}).",
+                                  messages.WARNING)
+
+    # --- extra pages ---
+    def get_urls(self):  # noqa: ANN201
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/authorize/", wrap(require_POST(self.authorize_view)),
+                 name="accounts_account_authorize"),
+            path("<int:pk>/paste/", wrap(self.paste_view), name="accounts_account_paste"),
+            path("<int:pk>/import-token/", wrap(self.import_view),
+                 name="accounts_account_import"),
+            *super().get_urls(),
+        ]
+
+    def _account_or_403(self, request: HttpRequest, pk: int) -> Account:
+        account = get_object_or_404(Account.objects.select_related("app"), pk=pk)
+        if not self.has_change_permission(request, account):
+            raise PermissionDenied
+        return account
+
+    def _start_authorize(self, request: HttpRequest, account: Account) -> HttpResponse:
+        url = services.oauth_start(account=account, user=request.user, now=timezone.now())
+        if redirects_here(request, account.app.redirect_uri):
+            return HttpResponseRedirect(url)
+        # Instagram will send the browser to another website: staff paste the URL back.
+        return self._paste_page(request, account, PasteForm(), authorize_url=url)
+
+    def authorize_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return self._start_authorize(request, self._account_or_403(request, pk))
+
+    def _paste_page(self, request: HttpRequest, account: Account, form: PasteForm,
+                    authorize_url: str | None = None, status: int = 200) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Authorize {account}",
+            "account": account,
+            "opts": self.opts,
+            "form": form,
+            "authorize_url": authorize_url,
+        }
+        return TemplateResponse(request, "admin/accounts/account/paste.html", context,
+                                status=status)
+
+    def paste_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        account = self._account_or_403(request, pk)
+        form = PasteForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.oauth_paste(account=account, text=form.cleaned_data["redirected_url"],
+                                     user=request.user, now=timezone.now())
+            except FlowError as exc:
+                form.add_error(None, exc.message)
+            else:
+                return self._done(request, account, "authorized")
+        return self._paste_page(request, account, form,
+                                status=400 if request.method == "POST" else 200)
+
+    def import_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        account = self._account_or_403(request, pk)
+        form = ImportTokenForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.token_import(
+                    account=account,
+                    access_token=form.cleaned_data["access_token"],
+                    kind=form.cleaned_data["kind"],
+                    expires_at=form.cleaned_data["expires_at"],
+                    actor=Actor(user=request.user),
+                    now=timezone.now(),
+                )
+            except FlowError as exc:
+                form.add_error(None, exc.message)
+            else:
+                return self._done(request, account, "imported")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import a token for {account}",
+            "account": account,
+            "opts": self.opts,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/accounts/account/import.html", context,
+                                status=400 if request.method == "POST" else 200)
+
+    def _done(self, request: HttpRequest, account: Account, verb: str) -> HttpResponse:
+        messages.success(request, selectors.account_summary(account_id=account.pk, verb=verb))
+        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """The append-only log: read-only for everyone."""
+
+    list_display = ["created_at", "account_label", "action", "outcome", "actor", "message"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["account_label", "message"]
+    date_hierarchy = "created_at"
+    list_select_related = ["actor_user"]
+
+    @admin.display(description="by")
+    def actor(self, obj: Event) -> str:
+        return obj.actor_user.get_username() if obj.actor_user else obj.actor_job or "—"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False

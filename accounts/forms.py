@@ -1,0 +1,74 @@
+"""Forms for the admin: app credentials, the paste form and the token import form."""
+
+from __future__ import annotations
+
+from django import forms
+
+from .instagram import mask
+from .models import InstagramApp, Token
+
+
+class InstagramAppForm(forms.ModelForm):
+    """The app secret is write-only: never rendered back; blank on edit keeps the old one."""
+
+    app_secret = forms.CharField(
+        label="Instagram app secret",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        required=False,
+        strip=True,
+    )
+
+    class Meta:
+        model = InstagramApp
+        fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._stored_secret = self.instance.app_secret if self.instance.pk else ""
+        self.initial["app_secret"] = ""
+        if self._stored_secret:
+            self.fields["app_secret"].help_text = (
+                f"Stored, ending in {mask(self._stored_secret)}. Leave blank to keep it."
+            )
+        else:
+            self.fields["app_secret"].help_text = "From the app's Instagram settings at Meta."
+
+    def clean_app_secret(self) -> str:
+        secret = self.cleaned_data.get("app_secret", "")
+        if not secret:
+            if not self._stored_secret:
+                raise forms.ValidationError("The app secret is required.")
+            return self._stored_secret
+        if any(c.isspace() for c in secret):
+            raise forms.ValidationError("An app secret has no spaces.")
+        return secret
+
+
+class PasteForm(forms.Form):
+    """For apps whose redirect URI is another website: paste where Instagram sent you."""
+
+    redirected_url = forms.CharField(
+        label="Redirected URL or code",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off"}),
+        help_text="The whole address Instagram redirected to (https://…/?code=…#_), or just "
+        "the code. A trailing #_ is ignored.",
+    )
+
+
+class ImportTokenForm(forms.Form):
+    """Bring in a token obtained by hand (the manual curl procedure)."""
+
+    access_token = forms.CharField(
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Checked with Instagram before anything is stored.",
+    )
+    kind = forms.ChoiceField(
+        choices=[(Token.Kind.LONG.value, "Long-lived (60 days)"),
+                 (Token.Kind.SHORT.value, "Short-lived (1 hour): swap it for a long-lived one")],
+        initial=Token.Kind.LONG.value,
+    )
+    expires_at = forms.DateTimeField(
+        required=False,
+        help_text="When the long-lived token expires (UTC, YYYY-MM-DD HH:MM), if you know. "
+        "Blank: the registry refreshes it once to learn its expiry.",
+    )

@@ -1,0 +1,238 @@
+"""The registry's data: Instagram apps, accounts, their tokens, OAuth states and the event log.
+
+Models hold data and validation only; every write goes through `accounts.services`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from .crypto import EncryptedTextField
+from .instagram import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
+
+digits_only = RegexValidator(r"^\d+$", "Digits only.")
+
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+
+
+def validate_token_filename(name: str) -> None:
+    """Refuse names that could leave the export directory or hide: separators, `..`,
+    a leading dot, anything beyond letters, digits, `.`, `_` and `-`."""
+    if not name:
+        return
+    if "/" in name or "\\" in name or "\x00" in name:
+        raise ValidationError("A token file name cannot contain a path separator.")
+    if name.startswith("."):
+        raise ValidationError("A token file name cannot start with a dot.")
+    if ".." in name:
+        raise ValidationError("A token file name cannot contain '..'.")
+    if not _SAFE_FILENAME.match(name):
+        raise ValidationError(
+            "Use at most 100 letters, digits, '.', '_' or '-', starting with a letter, "
+            "digit or '_'."
+        )
+
+
+class InstagramApp(models.Model):
+    """A Meta app with Instagram: the credentials the OAuth flow and refreshes use."""
+
+    name = models.CharField(max_length=100, unique=True)
+    flavour = models.CharField(
+        "API flavour",
+        max_length=20,
+        choices=[
+            (Flavour.INSTAGRAM_LOGIN.value, "Instagram API with Instagram Login (current)"),
+            (Flavour.BASIC_DISPLAY.value, "Basic Display API (legacy)"),
+        ],
+        default=Flavour.INSTAGRAM_LOGIN.value,
+    )
+    app_id = models.CharField("Instagram app ID", max_length=32, validators=[digits_only])
+    app_secret = EncryptedTextField("Instagram app secret")
+    redirect_uri = models.URLField(
+        "redirect URI",
+        max_length=500,
+        help_text="Exactly as registered at Meta, trailing slash included. Point it at this "
+        "registry's /oauth/callback/ for one-click authorization; any other URL works "
+        "through the paste form.",
+    )
+    scopes = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Comma-separated. Blank: the flavour's default.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Instagram app"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def flavour_enum(self) -> Flavour:
+        return Flavour(self.flavour)
+
+    def scope_list(self) -> tuple[str, ...]:
+        """The scopes to request: the configured ones, or the flavour's default."""
+        configured = tuple(s for s in re.split(r"[,\s]+", self.scopes) if s)
+        return configured or DEFAULT_SCOPES[self.flavour_enum]
+
+    def clean(self) -> None:
+        if self.flavour not in Flavour._value2member_map_:
+            return  # the field's own choices validation reports it
+        unknown = set(self.scope_list()) - ALLOWED_SCOPES[self.flavour_enum]
+        if unknown:
+            raise ValidationError(
+                {"scopes": f"Not scopes of this API flavour: {', '.join(sorted(unknown))}."}
+            )
+
+
+class Account(models.Model):
+    """One Instagram account whose token the registry keeps alive."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for authorization"
+        ACTIVE = "active", "Active"
+        NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
+        ERROR = "error", "Error"
+
+    class ExportFormat(models.TextChoices):
+        TEXT = "text", "The bare token (what the PHP page reads)"
+        JSON = "json", "JSON: token, expiry, user id and username"
+
+    app = models.ForeignKey(InstagramApp, on_delete=models.PROTECT, related_name="accounts")
+    label = models.CharField(max_length=100, help_text="What staff call this account.")
+    username = models.CharField(max_length=64, blank=True, help_text="Filled in from Instagram.")
+    # Kept as text: Instagram's ids exceed 2**53 and must never pass through a float.
+    ig_user_id = models.CharField(
+        "Instagram user ID", max_length=32, blank=True, validators=[digits_only]
+    )
+    token_filename = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_token_filename],
+        help_text="File name in the token directory. Blank: the Instagram username.",
+    )
+    export_enabled = models.BooleanField("write a token file", default=True)
+    export_format = models.CharField(
+        max_length=10, choices=ExportFormat.choices, default=ExportFormat.TEXT
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    last_error = models.TextField(blank=True)
+    file_error = models.TextField(blank=True)
+    file_written_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["label"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "ig_user_id"],
+                condition=~Q(ig_user_id=""),
+                name="account_unique_ig_user_per_app",
+            ),
+            models.UniqueConstraint(
+                fields=["token_filename"],
+                condition=~Q(token_filename=""),
+                name="account_unique_token_filename",
+            ),
+        ]
+        indexes = [models.Index(fields=["status"], name="account_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.label} (@{self.username})" if self.username else self.label
+
+    @property
+    def export_filename(self) -> str:
+        """The token file's name: the configured one, else the username ('' if neither)."""
+        return self.token_filename or self.username
+
+
+class Token(models.Model):
+    """The account's current access token, encrypted."""
+
+    class Kind(models.TextChoices):
+        SHORT = "short", "Short-lived (1 hour)"
+        LONG = "long", "Long-lived (60 days)"
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="token")
+    value = EncryptedTextField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    obtained_at = models.DateTimeField(help_text="When Instagram issued this token.")
+    expires_at = models.DateTimeField()
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    permissions = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        # "What expires next" is the registry's main question.
+        indexes = [models.Index(fields=["expires_at"], name="token_expires_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} token of {self.account}"
+
+
+class OAuthState(models.Model):
+    """A single-use `state` handed to Instagram, bound to an account and a staff user.
+
+    Only a hash is stored: the state itself travels in the browser.
+    """
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="oauth_states")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "OAuth state"
+
+    def __str__(self) -> str:
+        return f"OAuth state for {self.account_id} ({'used' if self.used_at else 'open'})"
+
+
+class Event(models.Model):
+    """Append-only log: what happened to which account, when, by whom, and the outcome.
+
+    Never holds a secret. Survives the account's deletion (the label is kept).
+    """
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+        DENIED = "denied", "Denied"
+
+    created_at = models.DateTimeField(db_index=True)
+    account = models.ForeignKey(
+        Account, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    account_label = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=40)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    message = models.TextField(blank=True)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    actor_job = models.CharField(max_length=100, blank=True, help_text="Task or command.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="event_account_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        # Append-only: an event, once written, is history.
+        if self.pk is not None:
+            raise ValueError("Events are append-only.")
+        super().save(*args, **kwargs)

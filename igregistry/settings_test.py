@@ -1,0 +1,24 @@
+"""Settings for the test suite: the normal settings with fixed, test-only secrets.
+
+The database and broker still come from the environment, so CI runs the same suite on
+PostgreSQL and Redis (see .ci/run).
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+# Two keys so that rotation is exercised: the first encrypts, both decrypt.
+os.environ.setdefault(
+    "ENCRYPTION_KEYS",
+    "sCBxoYbl6wYKbd3CK9tHhBSJMLPIM4H_t48L4QlPYOk=,lmQB_1aZQUxD1-m1pYjx4B5vQ7Me4RKngxTZj2y9Bb8=",
+)
+os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="igregistry-test-"))
+
+from .settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -1,0 +1,18 @@
+"""URL configuration."""
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+from accounts import views
+
+admin.site.site_header = "igregistry"
+admin.site.site_title = "igregistry"
+admin.site.index_title = "Instagram token registry"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    # Must match the path of the redirect URI registered at Meta, trailing slash included.
+    path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
+]
