@@ -18,6 +18,13 @@ class InstagramAppForm(forms.ModelForm):
         strip=True,
     )
 
+    redirect_uri = forms.URLField(
+        label="Redirect URI",
+        max_length=500,
+        assume_scheme="https",
+        help_text=InstagramApp._meta.get_field("redirect_uri").help_text,
+    )
+
     class Meta:
         model = InstagramApp
         fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]

@@ -75,6 +75,13 @@ def _client_for(api: str, www: str, graph: str, connect: float, read: float) -> 
     )
 
 
+def profile_fields(flavour: str) -> tuple[str, ...]:
+    """The /me fields to ask for: `user_id` exists only in the Instagram Login flavour."""
+    if flavour == instagram.Flavour.INSTAGRAM_LOGIN:
+        return ("id", "user_id", "username")
+    return ("id", "username")
+
+
 def event_record(
     *,
     account: Account | None,
@@ -247,7 +254,7 @@ def oauth_complete(*, account: Account, code: str, actor: Actor, now: datetime) 
         long = client.exchange_for_long_lived(
             client_secret=app.app_secret, access_token=short.access_token
         )
-        profile = client.me(access_token=long.access_token)
+        profile = client.me(access_token=long.access_token, fields=profile_fields(app.flavour))
     except InstagramError as exc:
         event_record(
             account=account, action="authorize", outcome=Event.Outcome.FAILED,
@@ -349,7 +356,9 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
     if token is None:
         raise FlowError("This account has no token yet: authorize it first.", account=account)
     try:
-        profile = instagram_client().me(access_token=token.value)
+        profile = instagram_client().me(
+            access_token=token.value, fields=profile_fields(account.app.flavour)
+        )
     except InstagramError as exc:
         fields = {"last_error": str(exc)}
         if isinstance(exc, TokenInvalid):
@@ -401,7 +410,8 @@ def token_import(
     client = instagram_client()
     obtained_at = now
     try:
-        profile = client.me(access_token=access_token)
+        profile = client.me(access_token=access_token,
+                            fields=profile_fields(account.app.flavour))
         if kind == Token.Kind.SHORT:
             long = client.exchange_for_long_lived(
                 client_secret=account.app.app_secret, access_token=access_token

@@ -104,9 +104,6 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
-# Opt in now to Django 6's default: a scheme-less URL typed into a form means https.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 

@@ -1,0 +1,109 @@
+"""Shared fixtures: the fake Instagram over real HTTP, apps and accounts, and the
+gates for tests that need PostgreSQL or Redis."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import requests
+from django.db import connection
+
+from accounts.models import Account, InstagramApp
+from tests.fake_instagram import FakeInstagram
+
+CALLBACK_URI = "http://testserver/oauth/callback/"
+OTHER_SITE_URI = "https://www.mywebsite.com/"
+SECRETS = {
+    "instagram_login": ("1000000000000001", "login-app-secret-9f8e7d6c5b4a"),
+    "basic_display": ("1000000000000002", "basic-app-secret-1a2b3c4d5e6f"),
+}
+
+
+def require_service(name: str, available: bool, how: str) -> None:
+    """Skip a test locally when a server is missing; in CI (CI=true) fail instead."""
+    if available:
+        return
+    message = f"needs {name}: {how}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must provide it)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres(db) -> None:  # noqa: ANN001
+    require_service(
+        "PostgreSQL", connection.vendor == "postgresql",
+        "run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/test",
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_server():
+    with FakeInstagram() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server, settings):
+    """The fake Instagram, emptied, with the registry pointed at it."""
+    fake_server.reset()
+    settings.INSTAGRAM_API_URL = fake_server.url
+    settings.INSTAGRAM_WWW_URL = fake_server.url
+    settings.INSTAGRAM_GRAPH_URL = fake_server.url
+    settings.INSTAGRAM_READ_TIMEOUT = 2.0
+    yield fake_server
+    fake_server.reset()
+
+
+@pytest.fixture(autouse=True)
+def token_dir(settings, tmp_path):
+    """Each test writes token files into its own directory."""
+    settings.TOKEN_EXPORT_DIR = tmp_path / "tokens"
+    return settings.TOKEN_EXPORT_DIR
+
+
+def make_app(fake: FakeInstagram, flavour: str, redirect_uri: str = CALLBACK_URI) -> InstagramApp:
+    client_id, secret = SECRETS[flavour]
+    fake.add_app(client_id, secret, [CALLBACK_URI, OTHER_SITE_URI], flavour=flavour,
+                 name=f"{flavour} app")
+    return InstagramApp.objects.create(
+        name=f"{flavour} app", flavour=flavour, app_id=client_id, app_secret=secret,
+        redirect_uri=redirect_uri,
+    )
+
+
+@pytest.fixture(params=["instagram_login", "basic_display"])
+def ig_app(request, fake, db) -> InstagramApp:
+    """An app of each flavour, registered at the fake and in the registry."""
+    return make_app(fake, request.param)
+
+
+@pytest.fixture
+def login_app(fake, db) -> InstagramApp:
+    return make_app(fake, "instagram_login")
+
+
+@pytest.fixture
+def account(ig_app) -> Account:
+    return Account.objects.create(app=ig_app, label="Shop feed")
+
+
+@pytest.fixture
+def login_account(login_app) -> Account:
+    return Account.objects.create(app=login_app, label="Shop feed")
+
+
+def allow_at_fake(authorize_url: str, *, username: str = "shop_owner",
+                  decision: str = "allow") -> str:
+    """Do what the account owner's browser does at Instagram: open the authorize page,
+    press Allow (or Cancel), and return where Instagram redirects to."""
+    page = requests.get(authorize_url, timeout=5)
+    assert page.status_code == 200, page.text
+    parts = urlsplit(authorize_url)
+    form = dict(parse_qsl(parts.query)) | {"username": username, "decision": decision}
+    answer = requests.post(f"{parts.scheme}://{parts.netloc}/oauth/authorize", data=form,
+                           allow_redirects=False, timeout=5)
+    assert answer.status_code == 302, answer.text
+    return answer.headers["Location"]
