@@ -422,11 +422,12 @@ def _error_from(
     status: int, body: Any, usage: Usage | None, endpoint: str, secrets: Iterable[str]
 ) -> InstagramError:
     def clean(message: Any) -> str:
-        text = redact_secrets(str(message))[:300]
+        # Mask before cutting: a cut could leave part of a secret unrecognisable.
+        text = redact_secrets(str(message))
         for secret in secrets:
             if secret and len(secret) >= 6:
                 text = text.replace(secret, "[redacted]")
-        return text
+        return text[:300]
 
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]

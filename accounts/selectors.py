@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import Account, Token
 
@@ -42,3 +42,15 @@ def accounts_by_expiry() -> QuerySet[Account]:
         .select_related("app", "token")
         .order_by("token__expires_at")
     )
+
+
+def account_owning_filename(*, account: Account) -> Account | None:
+    """Another account with a prior claim on this account's token file name.
+
+    A name set explicitly beats a name that falls back to the username; between two
+    fallbacks (the same Instagram user in two apps) the older account keeps the file."""
+    name = account.export_filename
+    claims = Q(token_filename=name)
+    if not account.token_filename:
+        claims |= Q(token_filename="", username=name, pk__lt=account.pk)
+    return Account.objects.filter(claims).exclude(pk=account.pk).first()

@@ -27,7 +27,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from . import instagram
+from . import instagram, selectors
 from .instagram import InstagramClient, InstagramError, Profile, TokenInvalid
 from .models import Account, Event, InstagramApp, OAuthState, Token, validate_token_filename
 
@@ -484,6 +484,12 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
         if not name:
             raise ValidationError("The account has no token file name and no username yet.")
         validate_token_filename(name)
+        owner = selectors.account_owning_filename(account=account)
+        if owner is not None:
+            raise ValidationError(
+                f"The file name {name!r} is already used by account '{owner.label}'; give "
+                f"one of them another token file name."
+            )
         path = _write_atomically(
             directory=Path(settings.TOKEN_EXPORT_DIR),
             name=name,
