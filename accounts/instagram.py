@@ -398,18 +398,20 @@ class InstagramClient:
         secrets: Iterable[str] = (),
     ) -> tuple[dict[str, Any], Usage | None]:
         endpoint = urlsplit(url).path
+        failure: Transient | None = None
         try:
             response = self.session.request(
                 method, url, params=params, data=data, timeout=self.timeout,
                 allow_redirects=False,
             )
         except requests.Timeout:
-            # `from None`: the original exception's text holds the full URL, token included.
-            raise Transient(f"Instagram did not answer {endpoint} in time.") from None
+            failure = Transient(f"Instagram did not answer {endpoint} in time.")
         except requests.RequestException as exc:
-            raise Transient(
-                f"Could not reach Instagram for {endpoint} ({type(exc).__name__})."
-            ) from None
+            failure = Transient(f"Could not reach Instagram for {endpoint} ({type(exc).__name__}).")
+        if failure is not None:
+            # Raised outside the except block so that neither __cause__ nor __context__
+            # keeps requests' exception: its text holds the full URL, token included.
+            raise failure
         usage = Usage.from_headers(response.headers)
         body = _loads_or_none(response.text)
         status = response.status_code
