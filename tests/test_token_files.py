@@ -234,7 +234,7 @@ def test_failed_rename_keeps_the_previous_file_and_leaves_no_temp(
         assert Path(src).read_text() == NEW_TOKEN
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr("accounts.services.os.replace", boom)
+    monkeypatch.setattr("accounts.services.files.os.replace", boom)
 
     assert export(account, NOW + timedelta(hours=1)) is None
 
@@ -257,7 +257,7 @@ def test_failed_first_write_leaves_nothing(account, token_dir, monkeypatch):
     def boom(src, dst):  # noqa: ANN001, ANN202
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("accounts.services.os.replace", boom)
+    monkeypatch.setattr("accounts.services.files.os.replace", boom)
 
     assert export(account) is None
 

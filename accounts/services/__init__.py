@@ -1,0 +1,34 @@
+"""Every write the registry makes: authorize, exchange, verify, import, refresh, export,
+re-encrypt.
+
+Functions take keyword-only arguments and `now`, so callers (admin, views, tasks,
+commands) stay thin and tests control time. Network calls happen outside database
+transactions unless a row lock must span them (a refresh); the rows they change are
+locked and re-read before writing. Messages in `FlowError` and in events are shown to
+staff: they never hold a secret.
+"""
+
+from .common import Actor, FlowError, event_record, instagram_client, profile_fields
+from .files import token_export, token_file_content
+from .keys import secrets_reencrypt
+from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
+from .tokens import account_verify, token_import, token_store
+
+__all__ = [
+    "Actor",
+    "FlowError",
+    "account_verify",
+    "event_record",
+    "instagram_client",
+    "oauth_callback",
+    "oauth_complete",
+    "oauth_paste",
+    "oauth_start",
+    "oauth_state_consume",
+    "profile_fields",
+    "secrets_reencrypt",
+    "token_export",
+    "token_file_content",
+    "token_import",
+    "token_store",
+]

@@ -1,0 +1,184 @@
+"""The OAuth flow: start with a state, take Instagram's redirect (or a pasted URL),
+exchange the code, swap for a long-lived token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+
+from .. import instagram
+from ..instagram import InstagramError
+from ..models import Account, Event, OAuthState, Token
+from .common import Actor, FlowError, event_record, instagram_client, profile_fields
+from .files import token_export
+from .tokens import token_store
+
+
+def _state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+# --- OAuth ----------------------------------------------------------------------------
+
+
+def oauth_start(*, account: Account, user: AbstractBaseUser, now: datetime) -> str:
+    """Create a single-use state bound to the account and the staff user, valid for
+    OAUTH_STATE_TTL_SECONDS, and return Instagram's authorize URL that carries it."""
+    state = secrets.token_urlsafe(32)
+    OAuthState.objects.create(
+        state_hash=_state_hash(state),
+        account=account,
+        user=user,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.OAUTH_STATE_TTL_SECONDS),
+    )
+    # States nobody came back with are clutter; clearing them here keeps the table small.
+    OAuthState.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+    event_record(
+        account=account, action="authorize_start", outcome=Event.Outcome.OK,
+        actor=Actor(user=user), now=now,
+    )
+    app = account.app
+    return instagram_client().authorize_url(
+        flavour=app.flavour_enum,
+        client_id=app.app_id,
+        redirect_uri=app.redirect_uri,
+        scopes=app.scope_list(),
+        state=state,
+    )
+
+
+def oauth_state_consume(*, state: str | None, user: AbstractBaseUser, now: datetime) -> Account:
+    """Mark a state used and return its account, or raise FlowError if it is missing,
+    unknown (forged), expired, already used, or was issued to another staff user."""
+    if not state:
+        raise FlowError(
+            "The answer from Instagram carried no state, so it cannot be matched to an "
+            "authorization started here. Start again from the account's Authorize action."
+        )
+    with transaction.atomic():
+        # Locked so that two tabs replaying the same redirect cannot both pass.
+        row = (
+            OAuthState.objects.select_for_update()
+            .select_related("account__app")
+            .filter(state_hash=_state_hash(state))
+            .first()
+        )
+        if row is None:
+            raise FlowError(
+                "This authorization was not started by the registry (unknown state). "
+                "Start again from the account's Authorize action."
+            )
+        if row.used_at is not None:
+            raise FlowError(
+                "This authorization link was already used. Start again from the account's "
+                "Authorize action.",
+                account=row.account,
+            )
+        if row.expires_at <= now:
+            raise FlowError(
+                "This authorization expired before Instagram sent the browser back. "
+                "Start again from the account's Authorize action.",
+                account=row.account,
+            )
+        if row.user_id != user.pk:
+            raise FlowError(
+                "This authorization was started by another staff user. Start again "
+                "while signed in as yourself.",
+                account=row.account,
+            )
+        row.used_at = now
+        row.save(update_fields=["used_at"])
+    return row.account
+
+
+def oauth_callback(
+    *, params: Mapping[str, str], user: AbstractBaseUser, now: datetime
+) -> Account:
+    """Handle Instagram's redirect: check the state, then take the denial or the code
+    through to a stored long-lived token. Raises FlowError with a message for staff."""
+    callback = instagram.parse_callback(params)
+    account = oauth_state_consume(state=callback.state, user=user, now=now)
+    return _oauth_finish(account=account, callback=callback, actor=Actor(user=user), now=now)
+
+
+def oauth_paste(
+    *, account: Account, text: str, user: AbstractBaseUser, now: datetime
+) -> Account:
+    """Complete the flow from what staff pasted: the redirected URL or the bare code.
+
+    A pasted URL that carries a state must carry a valid one for this account."""
+    callback = instagram.parse_pasted(text)
+    if callback.state is not None:
+        state_account = oauth_state_consume(state=callback.state, user=user, now=now)
+        if state_account.pk != account.pk:
+            raise FlowError(
+                f"That URL belongs to the authorization of another account "
+                f"({state_account}).",
+                account=account,
+            )
+    return _oauth_finish(account=account, callback=callback, actor=Actor(user=user), now=now)
+
+
+def _oauth_finish(
+    *, account: Account, callback: instagram.CallbackParams, actor: Actor, now: datetime
+) -> Account:
+    if callback.error:
+        reason = callback.error_description or callback.error
+        event_record(
+            account=account, action="authorize", outcome=Event.Outcome.DENIED,
+            message=f"Instagram answered {callback.error}: {reason}", actor=actor, now=now,
+        )
+        raise FlowError(
+            f"Authorization was not granted ({callback.error}: {reason}). Nothing was stored.",
+            account=account,
+        )
+    if not callback.code:
+        raise FlowError("The answer from Instagram carried no code.", account=account)
+    return oauth_complete(account=account, code=callback.code, actor=actor, now=now)
+
+
+def oauth_complete(*, account: Account, code: str, actor: Actor, now: datetime) -> Account:
+    """Exchange an authorization code for a short-lived token, swap it for a long-lived
+    one, identify the account with /me, store, export the file and log the event."""
+    app = account.app
+    client = instagram_client()
+    try:
+        short = client.exchange_code(
+            client_id=app.app_id,
+            client_secret=app.app_secret,
+            redirect_uri=app.redirect_uri,
+            code=code,
+        )
+        long = client.exchange_for_long_lived(
+            client_secret=app.app_secret, access_token=short.access_token
+        )
+        profile = client.me(access_token=long.access_token, fields=profile_fields(app.flavour))
+    except InstagramError as exc:
+        event_record(
+            account=account, action="authorize", outcome=Event.Outcome.FAILED,
+            message=str(exc), actor=actor, now=now,
+        )
+        raise FlowError(f"Instagram refused the authorization: {exc}", account=account) from None
+    token_store(
+        account=account,
+        value=long.access_token,
+        kind=Token.Kind.LONG,
+        obtained_at=now,
+        expires_at=now + timedelta(seconds=long.expires_in),
+        permissions=list(short.permissions),
+        profile=profile,
+        action="authorize",
+        actor=actor,
+        now=now,
+    )
+    account.refresh_from_db()
+    token_export(account=account, actor=actor, now=now)
+    return account
+

@@ -1,0 +1,194 @@
+"""Storing, verifying and importing tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+
+from .. import instagram
+from ..instagram import InstagramError, Profile, TokenInvalid
+from ..models import Account, Event, Token
+from .common import (
+    LONG_LIVED_LIFETIME,
+    Actor,
+    FlowError,
+    event_record,
+    instagram_client,
+    profile_fields,
+)
+from .files import token_export
+
+
+def token_store(
+    *,
+    account: Account,
+    value: str,
+    kind: str,
+    obtained_at: datetime,
+    expires_at: datetime,
+    permissions: list[str] | None,
+    profile: Profile,
+    action: str,
+    actor: Actor,
+    now: datetime,
+) -> Token:
+    """Store a token for the account after checking it belongs to the right Instagram user."""
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        problem = None
+        if locked.ig_user_id and locked.ig_user_id != profile.id:
+            problem = (
+                f"The wrong Instagram account was authorized: this account is "
+                f"{locked.username or locked.ig_user_id} (id {locked.ig_user_id}), Instagram "
+                f"answered for @{profile.username} (id {profile.id}). Nothing was stored; "
+                f"sign in to Instagram as the right account and try again."
+            )
+        else:
+            twin = (
+                Account.objects.filter(app_id=locked.app_id, ig_user_id=profile.id)
+                .exclude(pk=locked.pk)
+                .first()
+            )
+            if twin is not None:
+                problem = (
+                    f"@{profile.username} is already registered as account '{twin.label}'. "
+                    f"Nothing was stored."
+                )
+        if problem:
+            event_record(
+                account=locked, action=action, outcome=Event.Outcome.FAILED,
+                message=problem, actor=actor, now=now,
+            )
+            raise FlowError(problem, account=locked)
+        locked.ig_user_id = profile.id
+        locked.username = profile.username
+        locked.status = Account.Status.ACTIVE
+        locked.last_error = ""
+        locked.save(update_fields=["ig_user_id", "username", "status", "last_error", "updated_at"])
+        token, _ = Token.objects.update_or_create(
+            account=locked,
+            defaults={
+                "value": value,
+                "kind": kind,
+                "obtained_at": obtained_at,
+                "expires_at": expires_at,
+                "last_refreshed_at": None,
+                **({"permissions": permissions} if permissions is not None else {}),
+            },
+        )
+        event_record(
+            account=locked, action=action, outcome=Event.Outcome.OK,
+            message=(
+                f"Long-lived token for @{profile.username}, "
+                f"expires {expires_at:%Y-%m-%d %H:%M} UTC."
+            ),
+            actor=actor, now=now,
+        )
+    return token
+
+
+# --- verify and import ------------------------------------------------------------------
+
+
+def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
+    """Ask Instagram who the stored token belongs to. A dead token moves the account to
+    'needs re-authorization'. Raises FlowError on any failure."""
+    token = Token.objects.filter(account=account).first()
+    if token is None:
+        raise FlowError("This account has no token yet: authorize it first.", account=account)
+    try:
+        profile = instagram_client().me(
+            access_token=token.value, fields=profile_fields(account.app.flavour)
+        )
+    except InstagramError as exc:
+        fields = {"last_error": str(exc)}
+        if isinstance(exc, TokenInvalid):
+            fields["status"] = Account.Status.NEEDS_REAUTH
+        Account.objects.filter(pk=account.pk).update(**fields)
+        event_record(
+            account=account, action="verify", outcome=Event.Outcome.FAILED,
+            message=str(exc), actor=actor, now=now,
+        )
+        raise FlowError(f"Instagram did not accept the token: {exc}", account=account) from None
+    if account.ig_user_id and account.ig_user_id != profile.id:
+        message = (
+            f"The stored token belongs to @{profile.username} (id {profile.id}), not to this "
+            f"account (id {account.ig_user_id})."
+        )
+        event_record(account=account, action="verify", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        raise FlowError(message, account=account)
+    Account.objects.filter(pk=account.pk).update(
+        username=profile.username, ig_user_id=profile.id, last_error=""
+    )
+    event_record(account=account, action="verify", outcome=Event.Outcome.OK,
+                 message=f"Token belongs to @{profile.username}.", actor=actor, now=now)
+    return profile
+
+
+def token_import(
+    *,
+    account: Account,
+    access_token: str,
+    kind: str,
+    expires_at: datetime | None,
+    actor: Actor,
+    now: datetime,
+) -> Token:
+    """Adopt a token obtained by hand: check it with /me, swap a short-lived one for a
+    long-lived one, learn or take its expiry, store it and export the file.
+
+    Without an explicit expiry a long-lived token is refreshed once to learn it; if
+    Instagram refuses that refresh for a reason other than a dead token (it refuses
+    tokens under 24 hours old), the token is young and expires in at least 59 days.
+    """
+    access_token = access_token.strip()
+    if not access_token or any(c.isspace() for c in access_token):
+        raise FlowError("Paste the access token alone, without spaces.", account=account)
+    if expires_at is not None and expires_at <= now:
+        raise FlowError("That expiry is in the past: an expired token cannot be refreshed; "
+                        "authorize the account instead.", account=account)
+    client = instagram_client()
+    obtained_at = now
+    try:
+        profile = client.me(access_token=access_token,
+                            fields=profile_fields(account.app.flavour))
+        if kind == Token.Kind.SHORT:
+            long = client.exchange_for_long_lived(
+                client_secret=account.app.app_secret, access_token=access_token
+            )
+            access_token, expires_at = long.access_token, now + timedelta(seconds=long.expires_in)
+        elif expires_at is None:
+            try:
+                long = client.refresh(access_token=access_token)
+            except (TokenInvalid, instagram.Transient, instagram.RateLimited):
+                raise
+            except InstagramError:
+                expires_at = now + LONG_LIVED_LIFETIME - timedelta(days=1)
+            else:
+                access_token = long.access_token
+                expires_at = now + timedelta(seconds=long.expires_in)
+        else:
+            # Best estimate of when it was issued; refreshes only need "older than 24 h".
+            obtained_at = min(now, expires_at - LONG_LIVED_LIFETIME)
+    except InstagramError as exc:
+        event_record(account=account, action="import", outcome=Event.Outcome.FAILED,
+                     message=str(exc), actor=actor, now=now)
+        raise FlowError(f"Instagram did not accept the token: {exc}", account=account) from None
+    token = token_store(
+        account=account,
+        value=access_token,
+        kind=Token.Kind.LONG,
+        obtained_at=obtained_at,
+        expires_at=expires_at,
+        permissions=None,
+        profile=profile,
+        action="import",
+        actor=actor,
+        now=now,
+    )
+    account.refresh_from_db()
+    token_export(account=account, actor=actor, now=now)
+    return token
+
