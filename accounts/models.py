@@ -171,13 +171,45 @@ class Token(models.Model):
     expires_at = models.DateTimeField()
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
     permissions = models.JSONField(default=list, blank=True)
+    # Back-off after a temporary refresh failure: no attempt before this time.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    refresh_failures = models.PositiveIntegerField(default=0)
 
     class Meta:
-        # "What expires next" is the registry's main question.
+        # "What expires next" is the registry's main question, and the sweep's.
         indexes = [models.Index(fields=["expires_at"], name="token_expires_at_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} token of {self.account}"
+
+
+class PendingToken(models.Model):
+    """A short-lived token between the code exchange and the long-lived swap.
+
+    Kept (encrypted) so that a flow interrupted after the exchange is finished by the
+    sweep within the token's hour instead of forcing the owner to authorize again."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="pending")
+    value = EncryptedTextField()
+    expires_at = models.DateTimeField()
+    permissions = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Short-lived token of {self.account} awaiting its swap"
+
+
+class SweepState(models.Model):
+    """One row: what the refresh sweep last did, and whether Instagram asked us to slow down."""
+
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_succeeded_at = models.DateTimeField(null=True, blank=True)
+    last_enqueued = models.PositiveIntegerField(default=0)
+    usage_percent = models.PositiveIntegerField(default=0)
+    throttled_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Sweep state (last success {self.last_succeeded_at})"
 
 
 class OAuthState(models.Model):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import grp
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from .models import Account, Token
+from .models import Account, PendingToken, SweepState, Token, validate_token_filename
 
 
 def account_get(*, account_id: int) -> Account:
@@ -54,3 +62,156 @@ def account_owning_filename(*, account: Account) -> Account | None:
     if not account.token_filename:
         claims |= Q(token_filename="", username=name, pk__lt=account.pk)
     return Account.objects.filter(claims).exclude(pk=account.pk).first()
+
+
+# --- refresh policy -------------------------------------------------------------------
+
+# Instagram refuses to refresh a token younger than this (shared/instagram-api.md, 4).
+REFRESH_MIN_AGE = timedelta(hours=24)
+
+
+def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
+    """Long-lived tokens Instagram would accept for a refresh now: at least 24 hours old,
+    not expired, of an account that is not waiting for its owner."""
+    return Token.objects.filter(
+        kind=Token.Kind.LONG,
+        account__status__in=[Account.Status.ACTIVE, Account.Status.ERROR],
+        expires_at__gt=now,
+        obtained_at__lte=now - REFRESH_MIN_AGE,
+    )
+
+
+def tokens_due(*, now: datetime) -> QuerySet[Token]:
+    """Refreshable tokens whose remaining life fell under the threshold and that are not
+    backing off after a temporary failure; soonest expiry first (expires_at index)."""
+    threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
+    return (
+        tokens_refreshable(now=now)
+        .filter(expires_at__lte=now + threshold)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("expires_at")
+    )
+
+
+def tokens_expired_unflagged(*, now: datetime) -> QuerySet[Token]:
+    """Tokens past their expiry whose account still looks alive."""
+    return Token.objects.filter(
+        expires_at__lte=now,
+        account__status__in=[Account.Status.ACTIVE, Account.Status.ERROR],
+    )
+
+
+def pending_tokens(*, now: datetime) -> QuerySet[PendingToken]:
+    """Short-lived tokens left by an interrupted flow that can still be swapped."""
+    return PendingToken.objects.filter(expires_at__gt=now)
+
+
+def pending_tokens_expired(*, now: datetime) -> QuerySet[PendingToken]:
+    """Short-lived tokens that expired before their swap."""
+    return PendingToken.objects.filter(expires_at__lte=now)
+
+
+def sweep_state() -> SweepState:
+    """The single sweep bookkeeping row (created on first use)."""
+    state, _ = SweepState.objects.get_or_create(pk=1)
+    return state
+
+
+def token_files_to_check() -> QuerySet[Account]:
+    """Accounts whose long-lived token should have a file."""
+    return Account.objects.filter(export_enabled=True, token__kind=Token.Kind.LONG).select_related(
+        "token"
+    )
+
+
+# --- token files ----------------------------------------------------------------------
+
+
+def token_file_content(*, account: Account, token: Token) -> str:
+    """What the account's token file holds: the bare token, or a JSON document."""
+    if account.export_format == Account.ExportFormat.JSON:
+        document = {
+            "access_token": token.value,
+            "expires_at": token.expires_at.isoformat(),
+            "user_id": account.ig_user_id,
+            "username": account.username,
+        }
+        return json.dumps(document, indent=2) + "\n"
+    # Exactly the token: the PHP page reads the file as-is into a URL.
+    return token.value
+
+
+class FileState:
+    """How an account's token file compares with the database."""
+
+    IN_SYNC = "in_sync"
+    MISSING = "missing"
+    STALE = "stale"  # holds another token (or format)
+    WRONG_MODE = "wrong_mode"
+    WRONG_GROUP = "wrong_group"
+    NOT_EXPORTED = "not_exported"  # export off, no long-lived token, or no usable name
+
+
+def token_file_path(*, account: Account) -> Path | None:
+    """Where the account's token file goes, or None without a usable name."""
+    name = account.export_filename
+    if not name:
+        return None
+    try:
+        validate_token_filename(name)
+    except ValidationError:
+        return None
+    return Path(settings.TOKEN_EXPORT_DIR) / name
+
+
+def token_file_state(*, account: Account) -> str:
+    """Compare the token file on disk with what the database says it should hold."""
+    token = getattr(account, "token", None)
+    path = token_file_path(account=account)
+    if not account.export_enabled or token is None or token.kind != Token.Kind.LONG or not path:
+        return FileState.NOT_EXPORTED
+    try:
+        info = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        return FileState.MISSING
+    except (OSError, UnicodeDecodeError):
+        return FileState.STALE
+    if content != token_file_content(account=account, token=token):
+        return FileState.STALE
+    if info.st_mode & 0o7777 != settings.TOKEN_FILE_MODE:
+        return FileState.WRONG_MODE
+    if settings.TOKEN_FILE_GROUP:
+        try:
+            gid = grp.getgrnam(settings.TOKEN_FILE_GROUP).gr_gid
+        except KeyError:
+            return FileState.WRONG_GROUP
+        if info.st_gid != gid:
+            return FileState.WRONG_GROUP
+    return FileState.IN_SYNC
+
+
+def token_status_rows() -> list[dict]:
+    """One JSON-ready row per account (token_status --json; format in README)."""
+    rows = []
+    accounts = Account.objects.select_related("app", "token").order_by("app__name", "label")
+    for account in accounts:
+        token = getattr(account, "token", None)
+        path = token_file_path(account=account)
+        rows.append({
+            "id": account.pk,
+            "app": account.app.name,
+            "label": account.label,
+            "username": account.username or None,
+            "ig_user_id": account.ig_user_id or None,
+            "status": account.status,
+            "expires_at": token.expires_at.isoformat() if token else None,
+            "last_refreshed_at": (token.last_refreshed_at.isoformat()
+                                  if token and token.last_refreshed_at else None),
+            "last_error": account.last_error or None,
+            "token_file": str(path) if path and account.export_enabled else None,
+            "file_state": token_file_state(account=account),
+            "file_error": account.file_error or None,
+        })
+    return rows

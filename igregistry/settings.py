@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -155,11 +156,74 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
     }
+    for _folder in ("queue", "processed"):
+        (_queue_dir / _folder).mkdir(parents=True, exist_ok=True)
+else:
+    # Redis redelivers a message not acknowledged within this many seconds. Task time
+    # limits and retry delays stay well under it, or a slow task would run twice.
+    # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
+# Refresh tasks are idempotent (row lock + re-check), so a message is acknowledged only
+# once the task finished, and one taken by a worker that died is delivered again.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 90
+CELERY_TASK_TIME_LIMIT = 120
+# With the broker down, publishing fails after a few seconds instead of hanging the sweep.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 2
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Refresh policy -----------------------------------------------------------------
+# A long-lived token lives 60 days and can be refreshed once it is 24 hours old. It is
+# refreshed once its remaining life drops under REFRESH_THRESHOLD_DAYS: with the default
+# 50, every token always has about 50 days left, so workers can be down for 30 days (and
+# more) without one expiring, at the cost of one refresh call per account every ~10 days.
+REFRESH_THRESHOLD_DAYS = env.int("REFRESH_THRESHOLD_DAYS", default=50)
+if not 1 <= REFRESH_THRESHOLD_DAYS <= 59:
+    raise ImproperlyConfigured("REFRESH_THRESHOLD_DAYS must be between 1 and 59.")
+REFRESH_SWEEP_MINUTES = env.float("REFRESH_SWEEP_MINUTES", default=60)
+RECONCILE_MINUTES = env.float("RECONCILE_MINUTES", default=15)
+# Temporary failures: exponential back-off with jitter from the base, capped, bounded.
+REFRESH_RETRY_BASE_SECONDS = env.int("REFRESH_RETRY_BASE_SECONDS", default=30)
+REFRESH_RETRY_MAX_SECONDS = env.int("REFRESH_RETRY_MAX_SECONDS", default=900)
+REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
+# Instagram's usage headers (percent of quota): above SLOWDOWN the sweep spaces its
+# refreshes out; at STOP it pauses until Instagram says access is regained.
+USAGE_SLOWDOWN_PERCENT = env.int("USAGE_SLOWDOWN_PERCENT", default=75)
+USAGE_STOP_PERCENT = env.int("USAGE_STOP_PERCENT", default=95)
+USAGE_SLOWDOWN_SPACING_SECONDS = env.int("USAGE_SLOWDOWN_SPACING_SECONDS", default=20)
+if REFRESH_RETRY_MAX_SECONDS * 2 > CELERY_BROKER_TRANSPORT_OPTIONS.get(
+    "visibility_timeout", 3600
+):
+    raise ImproperlyConfigured(
+        "REFRESH_RETRY_MAX_SECONDS must stay under half of CELERY_VISIBILITY_TIMEOUT."
+    )
+
+# Exactly one beat process runs this schedule (docker-compose: the `beat` service).
+CELERY_BEAT_SCHEDULE = {
+    "refresh-sweep": {
+        "task": "accounts.tasks.refresh_sweep",
+        "schedule": timedelta(minutes=REFRESH_SWEEP_MINUTES),
+        # A sweep not started within its interval is pointless: the next one replaces it.
+        "options": {"expires": REFRESH_SWEEP_MINUTES * 60},
+    },
+    "reconcile-token-files": {
+        "task": "accounts.tasks.reconcile_token_files",
+        "schedule": timedelta(minutes=RECONCILE_MINUTES),
+        "options": {"expires": RECONCILE_MINUTES * 60},
+    },
+}
 
 # --- Logging ------------------------------------------------------------------------
 # Every handler passes through the redaction filter: request lines and third-party debug

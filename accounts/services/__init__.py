@@ -9,12 +9,34 @@ staff: they never hold a secret.
 """
 
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
-from .files import token_export, token_file_content
+from .files import ReconcileReport, token_export, token_files_reconcile
 from .keys import secrets_reencrypt
 from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
+from .refresh import (
+    Outcome,
+    RefreshResult,
+    SweepPlan,
+    pending_swap,
+    refresh_sweep,
+    retry_delay,
+    sweep_record_success,
+    token_refresh,
+    tokens_flag_expired,
+    usage_record,
+)
 from .tokens import account_verify, token_import, token_store
 
 __all__ = [
+    "Outcome",
+    "RefreshResult",
+    "SweepPlan",
+    "pending_swap",
+    "refresh_sweep",
+    "retry_delay",
+    "sweep_record_success",
+    "token_refresh",
+    "tokens_flag_expired",
+    "usage_record",
     "Actor",
     "FlowError",
     "account_verify",
@@ -28,7 +50,8 @@ __all__ = [
     "profile_fields",
     "secrets_reencrypt",
     "token_export",
-    "token_file_content",
+    "token_files_reconcile",
+    "ReconcileReport",
     "token_import",
     "token_store",
 ]

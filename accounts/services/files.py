@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import json
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -15,23 +15,8 @@ from django.core.exceptions import ValidationError
 
 from .. import selectors
 from ..models import Account, Event, Token, validate_token_filename
+from ..selectors import FileState
 from .common import Actor, event_record
-
-# --- token files ------------------------------------------------------------------------
-
-
-def token_file_content(*, account: Account, token: Token) -> str:
-    """What the account's token file holds: the bare token, or a JSON document."""
-    if account.export_format == Account.ExportFormat.JSON:
-        document = {
-            "access_token": token.value,
-            "expires_at": token.expires_at.isoformat(),
-            "user_id": account.ig_user_id,
-            "username": account.username,
-        }
-        return json.dumps(document, indent=2) + "\n"
-    # Exactly the token: the PHP page reads the file as-is into a URL.
-    return token.value
 
 
 def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | None:
@@ -59,7 +44,7 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
         path = _write_atomically(
             directory=Path(settings.TOKEN_EXPORT_DIR),
             name=name,
-            content=token_file_content(account=account, token=token),
+            content=selectors.token_file_content(account=account, token=token),
             mode=settings.TOKEN_FILE_MODE,
             group=settings.TOKEN_FILE_GROUP,
         )
@@ -114,3 +99,27 @@ def _write_atomically(*, directory: Path, name: str, content: str, mode: int, gr
         os.close(dir_fd)
     return final
 
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    checked: int
+    rewritten: int
+    failed: int
+
+
+def token_files_reconcile(
+    *, actor: Actor, now: datetime, rewrite_all: bool = False
+) -> ReconcileReport:
+    """Rewrite every token file that is missing, stale, or has the wrong mode or group
+    (all of them with `rewrite_all`), so the files match the database."""
+    checked = rewritten = failed = 0
+    for account in selectors.token_files_to_check():
+        checked += 1
+        if not rewrite_all and selectors.token_file_state(account=account) == FileState.IN_SYNC:
+            continue
+        if token_export(account=account, actor=actor, now=now) is None:
+            failed += 1
+        else:
+            rewritten += 1
+    return ReconcileReport(checked=checked, rewritten=rewritten, failed=failed)

@@ -12,12 +12,15 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
-from .. import instagram
-from ..instagram import InstagramError
-from ..models import Account, Event, OAuthState, Token
+from .. import instagram, selectors
+from ..instagram import InstagramError, RateLimited, Transient
+from ..models import Account, Event, OAuthState, PendingToken, Token
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import token_export
 from .tokens import token_store
+
+# An authorization code's short-lived token lives 1 hour (shared/instagram-api.md, 2).
+SHORT_LIVED_LIFETIME = timedelta(hours=1)
 
 
 def _state_hash(state: str) -> str:
@@ -145,40 +148,116 @@ def _oauth_finish(
 
 
 def oauth_complete(*, account: Account, code: str, actor: Actor, now: datetime) -> Account:
-    """Exchange an authorization code for a short-lived token, swap it for a long-lived
-    one, identify the account with /me, store, export the file and log the event."""
+    """Exchange an authorization code for a short-lived token, keep it (encrypted) until
+    it is swapped for a long-lived one, identify the account with /me, store, export the
+    file and log the event. Raises FlowError with a message for staff."""
     app = account.app
-    client = instagram_client()
     try:
-        short = client.exchange_code(
+        short = instagram_client().exchange_code(
             client_id=app.app_id,
             client_secret=app.app_secret,
             redirect_uri=app.redirect_uri,
             code=code,
         )
-        long = client.exchange_for_long_lived(
-            client_secret=app.app_secret, access_token=short.access_token
-        )
-        profile = client.me(access_token=long.access_token, fields=profile_fields(app.flavour))
     except InstagramError as exc:
         event_record(
             account=account, action="authorize", outcome=Event.Outcome.FAILED,
             message=str(exc), actor=actor, now=now,
         )
         raise FlowError(f"Instagram refused the authorization: {exc}", account=account) from None
-    token_store(
+    # The code is spent: from here on the short-lived token is all there is, so it is kept
+    # and a sweep can finish the swap within its hour if this request dies.
+    PendingToken.objects.update_or_create(
         account=account,
-        value=long.access_token,
-        kind=Token.Kind.LONG,
-        obtained_at=now,
-        expires_at=now + timedelta(seconds=long.expires_in),
-        permissions=list(short.permissions),
-        profile=profile,
-        action="authorize",
-        actor=actor,
-        now=now,
+        defaults={
+            "value": short.access_token,
+            "expires_at": now + SHORT_LIVED_LIFETIME,
+            "permissions": list(short.permissions),
+            "created_at": now,
+        },
     )
+    pending_token_swap(account_id=account.pk, actor=actor, now=now)
     account.refresh_from_db()
-    token_export(account=account, actor=actor, now=now)
     return account
 
+
+def pending_token_swap(
+    *, account_id: int, actor: Actor, now: datetime, skip_locked: bool = False
+) -> bool:
+    """Swap the account's pending short-lived token for a long-lived one and store it.
+
+    Returns False when there was nothing to do (no pending token, or another worker holds
+    it). Raises FlowError when the swap failed: a temporary failure keeps the pending
+    token for the next sweep, anything else (or an expired token) discards it."""
+    failure: FlowError | None = None
+    with transaction.atomic():
+        # Locked across the calls so the flow and a sweep never swap the same token twice.
+        pending = (
+            PendingToken.objects.select_for_update(skip_locked=skip_locked, of=("self",))
+            .select_related("account__app")
+            .filter(account_id=account_id)
+            .first()
+        )
+        if pending is None:
+            return False
+        account = pending.account
+        if pending.expires_at <= now:
+            pending.delete()
+            failure = FlowError(
+                "The short-lived token expired before it could be swapped for a long-lived "
+                "one. Authorize the account again.", account=account,
+            )
+            if not selectors.tokens_refreshable(now=now).filter(account=account).exists():
+                Account.objects.filter(pk=account.pk).update(
+                    status=Account.Status.NEEDS_REAUTH, last_error=failure.message
+                )
+            event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
+                         message=failure.message, actor=actor, now=now)
+        else:
+            failure = _swap_and_store(pending=pending, actor=actor, now=now)
+    if failure is not None:
+        raise failure
+    token_export(account=account, actor=actor, now=now)
+    return True
+
+
+def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> FlowError | None:
+    account, app = pending.account, pending.account.app
+    client = instagram_client()
+    try:
+        long = client.exchange_for_long_lived(
+            client_secret=app.app_secret, access_token=pending.value
+        )
+        profile = client.me(access_token=long.access_token, fields=profile_fields(app.flavour))
+    except (Transient, RateLimited) as exc:
+        message = (
+            f"Instagram did not complete the swap for a long-lived token ({exc}). The "
+            f"registry tries again until the short-lived token expires at "
+            f"{pending.expires_at:%H:%M} UTC."
+        )
+        event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return FlowError(message, account=account)
+    except InstagramError as exc:
+        pending.delete()
+        event_record(account=account, action="authorize", outcome=Event.Outcome.FAILED,
+                     message=str(exc), actor=actor, now=now)
+        return FlowError(f"Instagram refused the authorization: {exc}. Nothing was stored.",
+                         account=account)
+    pending.delete()
+    try:
+        token_store(
+            account=account,
+            value=long.access_token,
+            kind=Token.Kind.LONG,
+            obtained_at=now,
+            expires_at=now + timedelta(seconds=long.expires_in),
+            permissions=list(pending.permissions),
+            profile=profile,
+            action="authorize",
+            actor=actor,
+            now=now,
+        )
+    except FlowError as exc:
+        return exc
+    return None

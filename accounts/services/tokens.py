@@ -33,59 +33,68 @@ def token_store(
     actor: Actor,
     now: datetime,
 ) -> Token:
-    """Store a token for the account after checking it belongs to the right Instagram user."""
+    """Store a token for the account after checking that it belongs to the right
+    Instagram user; raises FlowError (and logs the refusal) when it does not."""
+    token = None
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account.pk)
-        problem = None
-        if locked.ig_user_id and locked.ig_user_id != profile.id:
-            problem = (
-                f"The wrong Instagram account was authorized: this account is "
-                f"{locked.username or locked.ig_user_id} (id {locked.ig_user_id}), Instagram "
-                f"answered for @{profile.username} (id {profile.id}). Nothing was stored; "
-                f"sign in to Instagram as the right account and try again."
+        problem = _identity_problem(locked, profile)
+        if problem is None:
+            locked.ig_user_id = profile.id
+            locked.username = profile.username
+            locked.status = Account.Status.ACTIVE
+            locked.last_error = ""
+            locked.save(
+                update_fields=["ig_user_id", "username", "status", "last_error", "updated_at"]
             )
-        else:
-            twin = (
-                Account.objects.filter(app_id=locked.app_id, ig_user_id=profile.id)
-                .exclude(pk=locked.pk)
-                .first()
+            token, _ = Token.objects.update_or_create(
+                account=locked,
+                defaults={
+                    "value": value,
+                    "kind": kind,
+                    "obtained_at": obtained_at,
+                    "expires_at": expires_at,
+                    "last_refreshed_at": None,
+                    "next_attempt_at": None,
+                    "refresh_failures": 0,
+                    **({"permissions": permissions} if permissions is not None else {}),
+                },
             )
-            if twin is not None:
-                problem = (
-                    f"@{profile.username} is already registered as account '{twin.label}'. "
-                    f"Nothing was stored."
-                )
-        if problem:
             event_record(
-                account=locked, action=action, outcome=Event.Outcome.FAILED,
-                message=problem, actor=actor, now=now,
+                account=locked, action=action, outcome=Event.Outcome.OK,
+                message=(
+                    f"Long-lived token for @{profile.username}, "
+                    f"expires {expires_at:%Y-%m-%d %H:%M} UTC."
+                ),
+                actor=actor, now=now,
             )
-            raise FlowError(problem, account=locked)
-        locked.ig_user_id = profile.id
-        locked.username = profile.username
-        locked.status = Account.Status.ACTIVE
-        locked.last_error = ""
-        locked.save(update_fields=["ig_user_id", "username", "status", "last_error", "updated_at"])
-        token, _ = Token.objects.update_or_create(
-            account=locked,
-            defaults={
-                "value": value,
-                "kind": kind,
-                "obtained_at": obtained_at,
-                "expires_at": expires_at,
-                "last_refreshed_at": None,
-                **({"permissions": permissions} if permissions is not None else {}),
-            },
-        )
-        event_record(
-            account=locked, action=action, outcome=Event.Outcome.OK,
-            message=(
-                f"Long-lived token for @{profile.username}, "
-                f"expires {expires_at:%Y-%m-%d %H:%M} UTC."
-            ),
-            actor=actor, now=now,
-        )
+    if token is None:
+        # Recorded outside the block above, which stored nothing, so the refusal is kept.
+        event_record(account=account, action=action, outcome=Event.Outcome.FAILED,
+                     message=problem, actor=actor, now=now)
+        raise FlowError(problem, account=account)
     return token
+
+
+def _identity_problem(account: Account, profile: Profile) -> str | None:
+    if account.ig_user_id and account.ig_user_id != profile.id:
+        return (
+            f"The wrong Instagram account was authorized: this account is "
+            f"{account.username or account.ig_user_id} (id {account.ig_user_id}), Instagram "
+            f"answered for @{profile.username} (id {profile.id}). Nothing was stored; "
+            f"sign in to Instagram as the right account and try again."
+        )
+    twin = (
+        Account.objects.filter(app_id=account.app_id, ig_user_id=profile.id)
+        .exclude(pk=account.pk)
+        .first()
+    )
+    if twin is not None:
+        return (
+            f"@{profile.username} is already registered as account '{twin.label}'. "
+            f"Nothing was stored."
+        )
+    return None
 
 
 # --- verify and import ------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""Keeping tokens alive: the refresh of one account and the sweep that finds the due ones.
+
+A refresh is idempotent: the token row is locked for the whole refresh and re-checked
+after locking, so a second worker, a redelivered message or a rerun of the sweep finds
+nothing to do. Temporary failures back off exponentially with jitter; a dead token moves
+the account to "needs re-authorization" and is not retried.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from .. import selectors
+from ..instagram import InstagramError, RateLimited, TokenInvalid, Transient, Usage
+from ..models import Account, Event, PendingToken, SweepState, Token
+from .common import Actor, FlowError, event_record, instagram_client
+from .files import token_export
+from .oauth import pending_token_swap
+
+
+class Outcome:
+    """What `token_refresh` did."""
+
+    REFRESHED = "refreshed"
+    NOT_DUE = "not_due"  # not due (any more), or not refreshable at all
+    BUSY = "busy"  # another worker holds the row right now
+    NEEDS_REAUTH = "needs_reauth"
+    RETRY = "retry"  # temporary failure: try again after `retry_in` seconds
+    DEFERRED = "deferred"  # throttled for longer than a task retry may wait: next sweep
+    FAILED = "failed"  # another error: recorded, next sweep tries again
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    outcome: str
+    retry_in: int | None = None
+    message: str = ""
+
+
+def retry_delay(*, failures: int, error: InstagramError | None = None) -> int:
+    """Seconds to wait before attempt `failures + 1`: exponential from the base with full
+    jitter, capped; at least what a rate limit said to wait."""
+    base = settings.REFRESH_RETRY_BASE_SECONDS * 2 ** max(failures - 1, 0)
+    capped = min(base, settings.REFRESH_RETRY_MAX_SECONDS)
+    delay = random.uniform(capped / 2, capped)  # jitter: workers do not retry in step
+    if isinstance(error, RateLimited) and error.retry_after:
+        delay = max(delay, error.retry_after)
+    return int(delay) + 1
+
+
+def token_refresh(
+    *, account_id: int, actor: Actor, now: datetime, force: bool = False
+) -> RefreshResult:
+    """Refresh the account's long-lived token if it is due (or, with `force`, as soon as
+    Instagram allows: 24 hours old and unexpired), store what comes back, export the file
+    and log the event. Never sends a token that is too young or expired."""
+    candidates = (
+        selectors.tokens_refreshable(now=now) if force else selectors.tokens_due(now=now)
+    )
+    with transaction.atomic():
+        # SKIP LOCKED: a row another worker is refreshing is its business, not ours.
+        token = (
+            Token.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("account__app")
+            .filter(account_id=account_id)
+            .first()
+        )
+        if token is None:
+            busy = Token.objects.filter(account_id=account_id).exists()
+            return RefreshResult(Outcome.BUSY if busy else Outcome.NOT_DUE)
+        # Re-checked under the lock: whoever held it before may have just refreshed it.
+        if not candidates.filter(pk=token.pk).exists():
+            return RefreshResult(Outcome.NOT_DUE)
+        result = _refresh_locked(token=token, actor=actor, now=now)
+    if result.outcome == Outcome.REFRESHED:
+        # After commit: a failed file write keeps the new token; reconcile repairs the file.
+        token_export(account=token.account, actor=actor, now=now)
+    return result
+
+
+def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResult:
+    account = token.account
+    try:
+        fresh = instagram_client().refresh(access_token=token.value)
+    except TokenInvalid as exc:
+        message = f"Instagram no longer accepts the token ({exc}): the owner must authorize again."
+        Account.objects.filter(pk=account.pk).update(
+            status=Account.Status.NEEDS_REAUTH, last_error=message
+        )
+        Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
+        event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return RefreshResult(Outcome.NEEDS_REAUTH, message=message)
+    except (Transient, RateLimited) as exc:
+        failures = token.refresh_failures + 1
+        delay = retry_delay(failures=failures, error=exc)
+        deferred = delay > settings.REFRESH_RETRY_MAX_SECONDS
+        Token.objects.filter(pk=token.pk).update(
+            refresh_failures=failures, next_attempt_at=now + timedelta(seconds=delay)
+        )
+        message = f"Temporary failure, attempt {failures}: {exc}. Next try in {delay} s."
+        Account.objects.filter(pk=account.pk).update(last_error=message)
+        event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        usage_record(usage=exc.usage, now=now, rate_limited=isinstance(exc, RateLimited),
+                     retry_after=delay)
+        return RefreshResult(Outcome.DEFERRED if deferred else Outcome.RETRY, retry_in=delay,
+                             message=message)
+    except InstagramError as exc:
+        message = f"Refresh failed: {exc}. The next sweep tries again."
+        Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
+        Account.objects.filter(pk=account.pk).update(
+            status=Account.Status.ERROR, last_error=message
+        )
+        event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return RefreshResult(Outcome.FAILED, message=message)
+    expires_at = now + timedelta(seconds=fresh.expires_in)
+    # Instagram may hand back the same string or a new one: store what came back.
+    token.value = fresh.access_token
+    token.obtained_at = now
+    token.expires_at = expires_at
+    token.last_refreshed_at = now
+    token.refresh_failures = 0
+    token.next_attempt_at = None
+    token.save()
+    Account.objects.filter(pk=account.pk).update(status=Account.Status.ACTIVE, last_error="")
+    event_record(account=account, action="refresh", outcome=Event.Outcome.OK,
+                 message=f"Refreshed; expires {expires_at:%Y-%m-%d %H:%M} UTC.",
+                 actor=actor, now=now)
+    usage_record(usage=fresh.usage, now=now)
+    return RefreshResult(Outcome.REFRESHED)
+
+
+def usage_record(
+    *, usage: Usage | None, now: datetime, rate_limited: bool = False, retry_after: int = 0
+) -> None:
+    """Remember how busy Instagram says we are, so the sweep can slow down or pause."""
+    if usage is None and not rate_limited:
+        return
+    percent = usage.percent if usage else 100
+    fields: dict = {"usage_percent": percent}
+    if rate_limited or percent >= settings.USAGE_STOP_PERCENT:
+        pause = (usage.regain_seconds if usage else None) or retry_after or 900
+        fields["throttled_until"] = now + timedelta(seconds=pause)
+    selectors.sweep_state()  # make sure the row exists
+    SweepState.objects.filter(pk=1).update(**fields)
+
+
+@dataclass
+class SweepPlan:
+    """What one sweep found: accounts to refresh, pending swaps, and how far apart to
+    start the refreshes (seconds)."""
+
+    refresh_ids: list[int] = field(default_factory=list)
+    swap_ids: list[int] = field(default_factory=list)
+    spacing_seconds: int = 0
+    throttled_until: datetime | None = None
+    flagged: int = 0
+
+
+def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
+    """Flag what can no longer be refreshed and list what is due, in one indexed query
+    each. Enqueuing is the caller's (the task's); `sweep_record_success` closes the run."""
+    SweepState.objects.update_or_create(pk=1, defaults={"last_started_at": now})
+    plan = SweepPlan(flagged=tokens_flag_expired(actor=actor, now=now))
+    plan.flagged += pending_flag_expired(actor=actor, now=now)
+    plan.swap_ids = list(selectors.pending_tokens(now=now).values_list("account_id", flat=True))
+    state = selectors.sweep_state()
+    if state.throttled_until and state.throttled_until > now:
+        plan.throttled_until = state.throttled_until
+        return plan
+    plan.refresh_ids = list(selectors.tokens_due(now=now).values_list("account_id", flat=True))
+    if state.usage_percent >= settings.USAGE_SLOWDOWN_PERCENT:
+        plan.spacing_seconds = settings.USAGE_SLOWDOWN_SPACING_SECONDS
+    return plan
+
+
+def sweep_record_success(*, enqueued: int, now: datetime) -> None:
+    """Note that a sweep got all its work onto the queue (health checks read this)."""
+    SweepState.objects.update_or_create(
+        pk=1, defaults={"last_succeeded_at": now, "last_enqueued": enqueued}
+    )
+
+
+def tokens_flag_expired(*, actor: Actor, now: datetime) -> int:
+    """Move accounts whose token expired to "needs re-authorization" (an expired token
+    can never be refreshed). Returns how many were flagged; a rerun flags none."""
+    flagged = 0
+    for token in selectors.tokens_expired_unflagged(now=now).select_related("account"):
+        message = (
+            f"The token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC and can no longer be "
+            f"refreshed: the owner must authorize again."
+        )
+        changed = Account.objects.filter(
+            pk=token.account_id, status__in=[Account.Status.ACTIVE, Account.Status.ERROR]
+        ).update(status=Account.Status.NEEDS_REAUTH, last_error=message)
+        if changed:
+            flagged += 1
+            event_record(account=token.account, action="refresh", outcome=Event.Outcome.FAILED,
+                         message=message, actor=actor, now=now)
+    return flagged
+
+
+def pending_flag_expired(*, actor: Actor, now: datetime) -> int:
+    """Discard short-lived tokens that expired before their swap, flagging the account."""
+    flagged = 0
+    for account_id in selectors.pending_tokens_expired(now=now).values_list(
+        "account_id", flat=True
+    ):
+        try:
+            pending_token_swap(account_id=account_id, actor=actor, now=now, skip_locked=True)
+        except FlowError:
+            flagged += 1
+    return flagged
+
+
+def pending_swap(*, account_id: int, actor: Actor, now: datetime) -> RefreshResult:
+    """Finish an interrupted authorization: swap its short-lived token (task entry point)."""
+    try:
+        done = pending_token_swap(account_id=account_id, actor=actor, now=now, skip_locked=True)
+    except FlowError as exc:
+        still_pending = PendingToken.objects.filter(account_id=account_id).exists()
+        return RefreshResult(Outcome.RETRY if still_pending else Outcome.FAILED,
+                             retry_in=retry_delay(failures=1) if still_pending else None,
+                             message=exc.message)
+    return RefreshResult(Outcome.REFRESHED if done else Outcome.NOT_DUE)

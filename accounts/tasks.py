@@ -1,0 +1,86 @@
+"""Celery tasks. Thin: they take primary keys, call a service, and decide about retries.
+
+No token or secret ever travels in a task's arguments: the broker is readable.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from . import services
+from .services import Actor, Outcome
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=settings.REFRESH_MAX_RETRIES)
+def refresh_account(self, account_id: int) -> str:  # noqa: ANN001
+    """Refresh one account's token if it is due; retry temporary failures with back-off."""
+    result = services.token_refresh(
+        account_id=account_id, actor=Actor(job="celery:refresh_account"), now=timezone.now()
+    )
+    return _retry_or_return(self, account_id, result)
+
+
+@shared_task(bind=True, max_retries=settings.REFRESH_MAX_RETRIES)
+def swap_pending_token(self, account_id: int) -> str:  # noqa: ANN001
+    """Finish an interrupted authorization by swapping its short-lived token."""
+    result = services.pending_swap(
+        account_id=account_id, actor=Actor(job="celery:swap_pending_token"), now=timezone.now()
+    )
+    return _retry_or_return(self, account_id, result)
+
+
+def _retry_or_return(task, account_id: int, result: services.RefreshResult) -> str:  # noqa: ANN001
+    if result.outcome == Outcome.RETRY:
+        if task.request.retries < task.max_retries:
+            raise task.retry(countdown=result.retry_in)
+        logger.error(
+            "account %s: giving up after %s retries; the next sweep tries again (%s)",
+            account_id, task.request.retries, result.message,
+        )
+    return result.outcome
+
+
+@shared_task
+def refresh_sweep() -> dict[str, int]:
+    """Flag expired tokens and enqueue one refresh task per due account (ids only)."""
+    now = timezone.now()
+    plan = services.refresh_sweep(actor=Actor(job="celery:refresh_sweep"), now=now)
+    if plan.throttled_until:
+        logger.warning("sweep paused: Instagram asked us to slow down until %s",
+                       plan.throttled_until.isoformat())
+    try:
+        for position, account_id in enumerate(plan.refresh_ids):
+            refresh_account.apply_async(
+                (account_id,), countdown=position * plan.spacing_seconds or None
+            )
+        for account_id in plan.swap_ids:
+            swap_pending_token.apply_async((account_id,))
+    except OperationalError:
+        # Loud on purpose: nothing was lost (the next sweep selects the same accounts),
+        # but nobody is refreshing anything until the broker is back.
+        logger.exception("sweep could not enqueue refreshes: the broker is unreachable")
+        raise
+    enqueued = len(plan.refresh_ids) + len(plan.swap_ids)
+    services.sweep_record_success(enqueued=enqueued, now=now)
+    logger.info("sweep enqueued %s refreshes and %s swaps, flagged %s",
+                len(plan.refresh_ids), len(plan.swap_ids), plan.flagged)
+    return {"refresh": len(plan.refresh_ids), "swap": len(plan.swap_ids), "flagged": plan.flagged}
+
+
+@shared_task
+def reconcile_token_files() -> dict[str, int]:
+    """Rewrite token files that are missing, stale or have the wrong mode or group."""
+    report = services.token_files_reconcile(
+        actor=Actor(job="celery:reconcile_token_files"), now=timezone.now()
+    )
+    if report.rewritten or report.failed:
+        logger.info("reconcile: %s checked, %s rewritten, %s failed",
+                    report.checked, report.rewritten, report.failed)
+    return {"checked": report.checked, "rewritten": report.rewritten, "failed": report.failed}
