@@ -212,6 +212,19 @@ class SweepState(models.Model):
         return f"Sweep state (last success {self.last_succeeded_at})"
 
 
+class AlertState(models.Model):
+    """The state staff were last told about for an account, so each change is announced
+    once and a lasting problem is repeated only as a daily reminder."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="alert")
+    state = models.CharField(max_length=20)
+    changed_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.state}"
+
+
 class OAuthState(models.Model):
     """A single-use `state` handed to Instagram, bound to an account and a staff user.
 

@@ -5,14 +5,34 @@ from __future__ import annotations
 import grp
 import json
 import os
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import TruncDate
 
-from .models import Account, PendingToken, SweepState, Token, validate_token_filename
+from .models import (
+    Account,
+    Event,
+    PendingToken,
+    SweepState,
+    Token,
+    validate_token_filename,
+)
 
 
 def account_get(*, account_id: int) -> Account:
@@ -215,3 +235,132 @@ def token_status_rows() -> list[dict]:
             "file_error": account.file_error or None,
         })
     return rows
+
+
+# --- account states (dashboard, alerts, metrics) --------------------------------------
+
+
+class State:
+    """An account's state as staff see it, most urgent first."""
+
+    EXPIRED = "expired"
+    NEEDS_REAUTH = "needs_reauth"
+    ERROR = "error"
+    EXPIRING = "expiring"
+    REFRESH_DUE = "refresh_due"
+    PENDING = "pending"
+    HEALTHY = "healthy"
+
+    ORDER = [EXPIRED, NEEDS_REAUTH, ERROR, EXPIRING, REFRESH_DUE, PENDING, HEALTHY]
+    LABELS = {
+        EXPIRED: "Expired",
+        NEEDS_REAUTH: "Needs re-authorization",
+        ERROR: "Error",
+        EXPIRING: "Expiring soon",
+        REFRESH_DUE: "Refresh due",
+        PENDING: "Waiting for authorization",
+        HEALTHY: "Healthy",
+    }
+    # What a human must hear about (alerts).
+    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, ERROR, EXPIRING})
+
+
+def _state_expression(*, now: datetime) -> Case:
+    expiring = now + timedelta(days=settings.ALERT_EXPIRY_DAYS)
+    due = now + timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
+    return Case(
+        When(status=Account.Status.NEEDS_REAUTH, then=Value(State.NEEDS_REAUTH)),
+        When(token__isnull=True, then=Value(State.PENDING)),
+        When(token__expires_at__lte=now, then=Value(State.EXPIRED)),
+        When(
+            Q(status=Account.Status.ERROR)
+            | Q(token__refresh_failures__gte=settings.ALERT_FAILURES_THRESHOLD),
+            then=Value(State.ERROR),
+        ),
+        When(token__expires_at__lte=expiring, then=Value(State.EXPIRING)),
+        When(token__expires_at__lte=due, then=Value(State.REFRESH_DUE)),
+        default=Value(State.HEALTHY),
+        output_field=CharField(),
+    )
+
+
+def accounts_with_state(*, now: datetime) -> QuerySet[Account]:
+    """Accounts annotated with `state`, `urgency` (0 = most urgent) and the outcome and
+    time of their last refresh attempt; ordered most urgent first, then soonest expiry.
+    One query however many accounts there are."""
+    last_refresh = Event.objects.filter(account=OuterRef("pk"), action="refresh").order_by(
+        "-created_at", "-id"
+    )
+    urgency = Case(
+        *[When(state=value, then=Value(i)) for i, value in enumerate(State.ORDER)],
+        output_field=IntegerField(),
+    )
+    return (
+        Account.objects.select_related("app", "token")
+        .annotate(state=_state_expression(now=now))
+        .annotate(
+            urgency=urgency,
+            last_refresh_outcome=Subquery(last_refresh.values("outcome")[:1]),
+            last_refresh_at=Subquery(last_refresh.values("created_at")[:1]),
+        )
+        .order_by("urgency", F("token__expires_at").asc(nulls_last=True), "label")
+    )
+
+
+def state_counts(*, now: datetime, queryset: QuerySet[Account] | None = None) -> dict[str, int]:
+    """How many accounts are in each state (every state present, zero or not)."""
+    queryset = queryset if queryset is not None else Account.objects.all()
+    rows = (
+        queryset.annotate(state=_state_expression(now=now))
+        .values("state")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    counts = dict.fromkeys(State.ORDER, 0)
+    counts.update({row["state"]: row["n"] for row in rows})
+    return counts
+
+
+def next_refresh_at(*, token: Token | None, now: datetime) -> datetime | None:
+    """When the sweep will next try to refresh this token (None: never, it is dead)."""
+    if token is None or token.kind != Token.Kind.LONG or token.expires_at <= now:
+        return None
+    threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
+    candidates = [token.obtained_at + REFRESH_MIN_AGE, token.expires_at - threshold, now]
+    if token.next_attempt_at:
+        candidates.append(token.next_attempt_at)
+    when = max(candidates)
+    return when if when < token.expires_at else None
+
+
+def expiry_timeline(*, now: datetime, days: int = 60, queryset: QuerySet[Account] | None = None
+                    ) -> list[tuple[date, int]]:
+    """How many tokens expire on each of the next `days` days (zeros included)."""
+    queryset = queryset if queryset is not None else Account.objects.all()
+    rows = (
+        Token.objects.filter(account__in=queryset.values("pk"), expires_at__gt=now,
+                             expires_at__lte=now + timedelta(days=days))
+        .annotate(day=TruncDate("expires_at"))
+        .values("day")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    per_day = {row["day"]: row["n"] for row in rows}
+    start = now.date()
+    return [(start + timedelta(days=i), per_day.get(start + timedelta(days=i), 0))
+            for i in range(days + 1)]
+
+
+def earliest_expiry(*, now: datetime) -> datetime | None:
+    """The soonest expiry among live tokens (for metrics)."""
+    return (
+        Token.objects.filter(expires_at__gt=now, account__status__in=[
+            Account.Status.ACTIVE, Account.Status.ERROR])
+        .order_by("expires_at").values_list("expires_at", flat=True).first()
+    )
+
+
+def refresh_outcome_counts() -> dict[str, int]:
+    """Refresh attempts ever made, by outcome (the event log is append-only)."""
+    rows = Event.objects.filter(action="refresh").values("outcome").annotate(n=Count("pk"))
+    return {row["outcome"]: row["n"] for row in rows.order_by()}

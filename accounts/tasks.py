@@ -84,3 +84,10 @@ def reconcile_token_files() -> dict[str, int]:
         logger.info("reconcile: %s checked, %s rewritten, %s failed",
                     report.checked, report.rewritten, report.failed)
     return {"checked": report.checked, "rewritten": report.rewritten, "failed": report.failed}
+
+
+@shared_task
+def send_alerts() -> dict[str, int]:
+    """Tell staff about accounts whose state changed, and remind them daily of what lasts."""
+    report = services.alerts_dispatch(now=timezone.now())
+    return {"alerts": report.alerts, "reminders": report.reminders, "resolved": report.resolved}

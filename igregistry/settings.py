@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 
 import environ
@@ -203,12 +204,47 @@ REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
 USAGE_SLOWDOWN_PERCENT = env.int("USAGE_SLOWDOWN_PERCENT", default=75)
 USAGE_STOP_PERCENT = env.int("USAGE_STOP_PERCENT", default=95)
 USAGE_SLOWDOWN_SPACING_SECONDS = env.int("USAGE_SLOWDOWN_SPACING_SECONDS", default=20)
-if REFRESH_RETRY_MAX_SECONDS * 2 > CELERY_BROKER_TRANSPORT_OPTIONS.get(
+if CELERY_BROKER_TRANSPORT_OPTIONS.get(
     "visibility_timeout", 3600
-):
+) < REFRESH_RETRY_MAX_SECONDS * 2:
     raise ImproperlyConfigured(
         "REFRESH_RETRY_MAX_SECONDS must stay under half of CELERY_VISIBILITY_TIMEOUT."
     )
+
+# --- Alerts -------------------------------------------------------------------------
+# Staff hear about an account once per change of its state, plus a daily reminder while
+# it lasts: needs re-authorization, expired, refreshes failing, or expiring within
+# ALERT_EXPIRY_DAYS. By e-mail to ALERT_EMAILS (default: ADMINS) and, optionally, a webhook
+# whose JSON body is signed with HMAC-SHA256 (header X-Igregistry-Signature: sha256=<hex>).
+ALERT_EXPIRY_DAYS = env.int("ALERT_EXPIRY_DAYS", default=7)
+ALERT_FAILURES_THRESHOLD = env.int("ALERT_FAILURES_THRESHOLD", default=3)
+ALERT_REMINDER_HOURS = env.int("ALERT_REMINDER_HOURS", default=24)
+ALERT_MINUTES = env.float("ALERT_MINUTES", default=10)
+# "Name <address>" pairs, comma-separated: ADMINS=Ops <ops@example.com>
+ADMINS = [parseaddr(entry) for entry in env.list("ADMINS", default=[])]
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[email for _, email in ADMINS])
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET to sign its body.")
+# Mail: https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
+EMAIL_CONFIG = env.email_url(
+    "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"
+)
+vars().update(EMAIL_CONFIG)  # EMAIL_BACKEND, EMAIL_HOST, ... as django-environ's docs do
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="igregistry@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Health and metrics -------------------------------------------------------------
+# /healthz answers 503 when the last successful sweep is older than this (default: two
+# sweep intervals plus five minutes).
+HEALTH_MAX_SWEEP_AGE_MINUTES = env.float(
+    "HEALTH_MAX_SWEEP_AGE_MINUTES", default=2 * REFRESH_SWEEP_MINUTES + 5
+)
+# /metrics: with METRICS_TOKEN set, only requests with "Authorization: Bearer <token>";
+# without it, only from METRICS_ALLOWED_IPS (default: this machine).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 
 # Exactly one beat process runs this schedule (docker-compose: the `beat` service).
 CELERY_BEAT_SCHEDULE = {
@@ -222,6 +258,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.tasks.reconcile_token_files",
         "schedule": timedelta(minutes=RECONCILE_MINUTES),
         "options": {"expires": RECONCILE_MINUTES * 60},
+    },
+    "send-alerts": {
+        "task": "accounts.tasks.send_alerts",
+        "schedule": timedelta(minutes=ALERT_MINUTES),
+        "options": {"expires": ALERT_MINUTES * 60},
     },
 }
 
