@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import dashboard, selectors, services
 from .forms import ImportTokenForm, InstagramAppForm, PasteForm
 from .instagram import mask
 from .models import Account, Event, InstagramApp
@@ -145,8 +145,27 @@ class AccountAdmin(admin.ModelAdmin):
             path("<int:pk>/paste/", wrap(self.paste_view), name="accounts_account_paste"),
             path("<int:pk>/import-token/", wrap(self.import_view),
                  name="accounts_account_import"),
+            path("dashboard/", wrap(self.dashboard_view), name="accounts_account_dashboard"),
             *super().get_urls(),
         ]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Every account by urgency, with counts per state and the expiry timeline."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Expiry dashboard",
+            "opts": self.opts,
+            "dash": dashboard.build(params=request.GET, now=now),
+            "now": now,
+            "chart_width": dashboard.CHART_WIDTH,
+            "chart_height": dashboard.CHART_HEIGHT,
+            "chart_baseline": dashboard.CHART_HEIGHT - dashboard.CHART_PAD,
+            "chart_right": dashboard.CHART_WIDTH - dashboard.CHART_PAD,
+        }
+        return TemplateResponse(request, "admin/accounts/dashboard.html", context)
 
     def _account_or_403(self, request: HttpRequest, pk: int) -> Account:
         account = get_object_or_404(Account.objects.select_related("app"), pk=pk)

@@ -11,7 +11,8 @@ admin.site.site_title = "igregistry"
 admin.site.index_title = "Instagram token registry"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="admin:accounts_account_dashboard",
+                                  permanent=False)),
     path("admin/", admin.site.urls),
     # Must match the path of the redirect URI registered at Meta, trailing slash included.
     path("oauth/callback/", views.oauth_callback, name="oauth-callback"),

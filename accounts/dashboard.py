@@ -1,0 +1,119 @@
+"""The expiry dashboard's page model: rows, counts, filters and the timeline chart.
+
+Reads only (through selectors); the admin view that renders it stays thin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from django.core.paginator import Page, Paginator
+from django.http import QueryDict
+
+from . import selectors
+from .models import Account, InstagramApp
+from .selectors import State
+
+PAGE_SIZE = 50
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 160, 24
+
+
+@dataclass(frozen=True)
+class Row:
+    account: Account
+    state: str
+    state_label: str
+    next_refresh_at: datetime | None
+    file_state: str
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    day: date
+    count: int
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    rows: list[Row]
+    page: Page
+    counts: list[tuple[str, str, int]]
+    total: int
+    apps: list[InstagramApp]
+    app_id: int | None
+    state: str | None
+    bars: list[Bar]
+    chart_max: int
+    chart_ticks: list[tuple[float, str]]
+    querystring: str
+
+
+def build(*, params: QueryDict, now: datetime) -> Dashboard:
+    """The dashboard for these GET parameters (`app`, `state`, `page`)."""
+    app_id = _int_or_none(params.get("app"))
+    state = params.get("state") if params.get("state") in State.ORDER else None
+    accounts = selectors.accounts_with_state(now=now)
+    scope = Account.objects.all()
+    if app_id is not None:
+        accounts = accounts.filter(app_id=app_id)
+        scope = scope.filter(app_id=app_id)
+    counts = selectors.state_counts(now=now, queryset=scope)
+    if state is not None:
+        accounts = accounts.filter(state=state)
+    page = Paginator(accounts, PAGE_SIZE).get_page(params.get("page"))
+    rows = [
+        Row(
+            account=account,
+            state=account.state,
+            state_label=State.LABELS[account.state],
+            next_refresh_at=selectors.next_refresh_at(
+                token=getattr(account, "token", None), now=now
+            ),
+            file_state=selectors.token_file_state(account=account),
+        )
+        for account in page.object_list
+    ]
+    timeline = selectors.expiry_timeline(now=now, queryset=scope)
+    bars, chart_max, ticks = _chart(timeline)
+    keep = params.copy()
+    keep.pop("page", None)
+    return Dashboard(
+        rows=rows,
+        page=page,
+        counts=[(s, State.LABELS[s], counts[s]) for s in State.ORDER],
+        total=sum(counts.values()),
+        apps=list(InstagramApp.objects.order_by("name")),
+        app_id=app_id,
+        state=state,
+        bars=bars,
+        chart_max=chart_max,
+        chart_ticks=ticks,
+        querystring=keep.urlencode(),
+    )
+
+
+def _chart(timeline: list[tuple[date, int]]) -> tuple[list[Bar], int, list[tuple[float, str]]]:
+    """Bars for an SVG drawn on the server: one per day, height by count."""
+    peak = max((n for _, n in timeline), default=0) or 1
+    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+    step = inner_w / max(len(timeline), 1)
+    bars = []
+    for i, (day, n) in enumerate(timeline):
+        height = inner_h * n / peak
+        bars.append(Bar(x=CHART_PAD + i * step, y=CHART_PAD + inner_h - height,
+                        width=max(step - 1, 1), height=height, day=day, count=n))
+    ticks = [(CHART_PAD + i * step, timeline[i][0].strftime("%b %d"))
+             for i in range(0, len(timeline), 10)]
+    return bars, peak, ticks
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None

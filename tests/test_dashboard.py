@@ -1,0 +1,158 @@
+"""The expiry dashboard: states, ordering, filters, chart, and a query count that does not
+grow with the number of accounts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import selectors
+from accounts.models import Account, Event, InstagramApp, Token
+
+URL = reverse("admin:accounts_account_dashboard")
+
+
+@pytest.fixture
+def app(db) -> InstagramApp:
+    return InstagramApp.objects.create(name="Shop", flavour="instagram_login", app_id="1",
+                                       app_secret="app-secret-value-123",
+                                       redirect_uri="https://example.com/cb/")
+
+
+def account_with(app, label: str, *, left: timedelta | None, status: str = "active",
+                 failures: int = 0, age: timedelta = timedelta(days=5)) -> Account:
+    now = timezone.now()
+    account = Account.objects.create(app=app, label=label)
+    Account.objects.filter(pk=account.pk).update(status=status, username=label.lower())
+    if left is not None:
+        Token.objects.create(account=account, value=f"IGAA-secret-token-{label}", kind="long",
+                             obtained_at=now - age, expires_at=now + left,
+                             refresh_failures=failures)
+    return account
+
+
+@pytest.fixture
+def mix(app):
+    return {
+        "healthy": account_with(app, "Healthy", left=timedelta(days=59)),
+        "refresh_due": account_with(app, "Due", left=timedelta(days=40), age=timedelta(days=20)),
+        "expiring": account_with(app, "Expiring", left=timedelta(days=3)),
+        "expired": account_with(app, "Expired", left=timedelta(hours=-2)),
+        "needs_reauth": account_with(app, "Reauth", left=timedelta(days=30),
+                                     status="needs_reauth"),
+        "error": account_with(app, "Failing", left=timedelta(days=45), failures=3),
+        "pending": account_with(app, "Pending", left=None, status="pending"),
+    }
+
+
+def test_states_and_urgency_order(admin_client, mix):
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    rows = response.context["dash"].rows
+    assert [r.state for r in rows] == selectors.State.ORDER
+    assert {r.account.pk: r.state for r in rows} == {a.pk: s for s, a in mix.items()}
+    counts = dict((key, n) for key, _, n in response.context["dash"].counts)
+    assert counts == dict.fromkeys(selectors.State.ORDER, 1)
+    page = response.content.decode()
+    assert "Needs re-authorization" in page and "Expiring soon" in page
+    assert "IGAA-secret-token" not in page
+
+
+def test_filters_by_state_and_app(admin_client, mix, app):
+    other_app = InstagramApp.objects.create(name="Other", flavour="basic_display", app_id="2",
+                                            app_secret="x" * 20,
+                                            redirect_uri="https://example.com/cb/")
+    account_with(other_app, "Elsewhere", left=timedelta(days=2))
+    expiring = admin_client.get(URL, {"state": "expiring"}).context["dash"].rows
+    assert {r.account.label for r in expiring} == {"Expiring", "Elsewhere"}
+    only_app = admin_client.get(URL, {"state": "expiring", "app": app.pk}).context["dash"].rows
+    assert [r.account.label for r in only_app] == ["Expiring"]
+    dash = admin_client.get(URL, {"app": other_app.pk}).context["dash"]
+    assert dash.total == 1
+    # Nonsense filters are ignored rather than failing.
+    assert admin_client.get(URL, {"state": "bogus", "app": "x"}).status_code == 200
+
+
+def test_row_details(admin_client, mix, token_dir):
+    due = mix["refresh_due"]
+    Event.objects.create(created_at=timezone.now(), account=due, action="refresh",
+                         outcome="failed", message="Temporary failure")
+    rows = {r.account.pk: r for r in admin_client.get(URL).context["dash"].rows}
+    row = rows[due.pk]
+    assert row.account.last_refresh_outcome == "failed"
+    assert row.next_refresh_at is not None
+    assert row.file_state == selectors.FileState.MISSING
+    assert rows[mix["expired"].pk].next_refresh_at is None
+    assert rows[mix["pending"].pk].file_state == selectors.FileState.NOT_EXPORTED
+    # A healthy token is next refreshed when it crosses the threshold.
+    healthy = rows[mix["healthy"].pk]
+    token = mix["healthy"].token
+    assert healthy.next_refresh_at == token.expires_at - timedelta(days=50)
+
+
+def test_timeline_counts_expiries_per_day(admin_client, mix):
+    dash = admin_client.get(URL).context["dash"]
+    assert len(dash.bars) == 61
+    # Expiring (3 d), refresh_due (40 d), needs_reauth (30 d), error (45 d), healthy (59 d).
+    assert sum(bar.count for bar in dash.bars) == 5
+    page = admin_client.get(URL).content.decode()
+    assert page.count('<rect class="bar"') == 5
+    assert "<script" not in page.split('id="expiry-chart"')[1].split("</svg>")[0]
+
+
+def test_staff_only(client, mix, django_user_model):
+    assert client.get(URL).status_code == 302  # to the login page
+    django_user_model.objects.create_user("plain", password="pw-plain-123")
+    client.login(username="plain", password="pw-plain-123")
+    assert client.get(URL).status_code == 302
+    staff = django_user_model.objects.create_user("staff", password="pw-staff-123",
+                                                  is_staff=True)
+    client.force_login(staff)
+    assert client.get(URL).status_code == 403  # staff without view permission on accounts
+
+
+def test_root_redirects_to_the_dashboard(admin_client):
+    assert admin_client.get("/")["Location"] == URL
+
+
+def queries_for(admin_client, params=None) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = admin_client.get(URL, params or {})
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def bulk_accounts(app, count: int) -> None:
+    now = timezone.now()
+    start = Account.objects.count()
+    accounts = Account.objects.bulk_create(
+        Account(app=app, label=f"Account {start + i}", username=f"user{start + i}",
+                status="active", ig_user_id=str(17841400000000000 + start + i))
+        for i in range(count)
+    )
+    Token.objects.bulk_create(
+        Token(account=a, value=f"IGAA{i}", kind="long", obtained_at=now - timedelta(days=i % 59),
+              expires_at=now + timedelta(days=60 - i % 61, minutes=5))
+        for i, a in enumerate(accounts)
+    )
+
+
+def test_ten_thousand_accounts_in_a_constant_number_of_queries(admin_client, app):
+    bulk_accounts(app, 10)
+    small = queries_for(admin_client)
+    small_filtered = queries_for(admin_client, {"state": "healthy", "app": app.pk, "page": 2})
+    bulk_accounts(app, 9_990)
+    assert Account.objects.count() == 10_000
+    assert queries_for(admin_client) == small
+    assert queries_for(admin_client, {"state": "healthy", "app": app.pk, "page": 2}) == (
+        small_filtered)
+    assert small <= 12
+    response = admin_client.get(URL, {"page": 3})
+    dash = response.context["dash"]
+    assert len(dash.rows) == 50 and dash.page.paginator.count == 10_000
+    assert dash.total == 10_000
