@@ -30,36 +30,63 @@ class Command(BaseCommand):
         actor = Actor(job="command:refresh_tokens")
         candidates = (selectors.tokens_refreshable(now=now) if options["force"]
                       else selectors.tokens_due(now=now))
-        if options["account"]:
-            ids = []
-            for key in options["account"]:
-                try:
-                    ids.append(selectors.account_find(key=key).pk)
-                except (Account.DoesNotExist, Account.MultipleObjectsReturned):
-                    raise CommandError(f"No single account with id or label {key!r}.")
-            candidates = candidates.filter(account_id__in=ids)
+        chosen = self._chosen_ids(options["account"])
+        if chosen is not None:
+            candidates = candidates.filter(account_id__in=chosen)
         if options["dry_run"]:
             for token in candidates.select_related("account"):
                 self.stdout.write(f"{token.account.label}: would refresh (expires "
                                   f"{token.expires_at:%Y-%m-%d %H:%M} UTC)")
             return
-        plan = services.refresh_sweep(actor=actor, now=now)
-        for account_id in plan.swap_ids:
-            services.pending_swap(account_id=account_id, actor=actor, now=now)
-        if plan.throttled_until:
-            self.stderr.write(f"Paused: Instagram asked to slow down until "
-                              f"{plan.throttled_until:%Y-%m-%d %H:%M} UTC.")
-            candidates = candidates.none()
         failures = 0
+        if chosen is None:
+            # The whole sweep: flags expired tokens, finds interrupted authorizations.
+            plan = services.refresh_sweep(actor=actor, now=now)
+            swap_ids, throttled_until = plan.swap_ids, plan.throttled_until
+        else:
+            swap_ids = list(selectors.pending_tokens(now=now).filter(account_id__in=chosen)
+                            .values_list("account_id", flat=True))
+            state = selectors.sweep_state()
+            throttled_until = state.throttled_until if (
+                state.throttled_until and state.throttled_until > now) else None
+        for account_id in swap_ids:
+            result = services.pending_swap(account_id=account_id, actor=actor, now=now)
+            failures += self._report(account_id, "swap", result)
+        if throttled_until:
+            self.stderr.write(f"Paused: Instagram asked to slow down until "
+                              f"{throttled_until:%Y-%m-%d %H:%M} UTC.")
+            candidates = candidates.none()
         ids = list(candidates.values_list("account_id", flat=True))
-        labels = dict(Account.objects.filter(pk__in=ids).values_list("pk", "label"))
         for account_id in ids:
             result = services.token_refresh(account_id=account_id, actor=actor, now=now,
                                             force=options["force"])
-            self.stdout.write(f"{labels[account_id]}: {result.outcome}"
-                              + (f" ({result.message})" if result.message else ""))
-            if result.outcome not in (Outcome.REFRESHED, Outcome.NOT_DUE, Outcome.BUSY):
-                failures += 1
-        services.sweep_record_success(enqueued=len(ids), now=now)
+            failures += self._report(account_id, "refresh", result)
+        if chosen is None:
+            services.sweep_record_success(enqueued=len(ids) + len(swap_ids), now=now)
         if failures:
-            raise CommandError(f"{failures} of {len(ids)} refreshes failed; see the events.")
+            raise CommandError(f"{failures} of {len(ids) + len(swap_ids)} refreshes failed; "
+                               f"see the events.")
+
+    def _chosen_ids(self, keys: list[str]) -> list[int] | None:
+        if not keys:
+            return None
+        ids = []
+        for key in keys:
+            try:
+                ids.append(selectors.account_find(key=key).pk)
+            except (Account.DoesNotExist, Account.MultipleObjectsReturned):
+                raise CommandError(f"No single account with id or label {key!r}.")
+        return ids
+
+    def _report(self, account_id: int, what: str, result: services.RefreshResult) -> int:
+        """Print one line; return 1 if it counts as a failure (exit status 1)."""
+        account = Account.objects.get(pk=account_id)
+        line = f"{account.label}: " + (f"{what} " if what != "refresh" else "") + result.outcome
+        failed = result.outcome not in (Outcome.REFRESHED, Outcome.NOT_DUE, Outcome.BUSY)
+        if result.message:
+            line += f" ({result.message})"
+        if result.outcome == Outcome.REFRESHED and account.file_error:
+            line += f" but {account.file_error}"
+            failed = True
+        self.stdout.write(line)
+        return int(failed)
