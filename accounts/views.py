@@ -1,16 +1,20 @@
-"""Public views: Instagram's OAuth redirect lands here."""
+"""Public views: Instagram's OAuth redirect, health and metrics."""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import selectors, services
+from . import health, selectors, services
 from .services import FlowError
 
 
@@ -38,3 +42,42 @@ def _error(request: HttpRequest, message: str, *, account=None, status: int = 40
     return render(request, "accounts/oauth_error.html",
                   {"message": message, "account": account, "title": "Authorization failed"},
                   status=status)
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """200 when the database and broker answer and the last sweep is recent; 503 if not.
+
+    Says which check failed, never how to reach it (no URLs, hosts or users)."""
+    report = health.health_report(now=timezone.now())
+    body = {"status": "ok" if report.healthy else "fail", "checks": report.checks}
+    return JsonResponse(body, status=200 if report.healthy else 503)
+
+
+@never_cache
+@require_GET
+def liveness(request: HttpRequest) -> HttpResponse:
+    """The web process answers (for a container's health check)."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
+_registry = CollectorRegistry(auto_describe=False)
+_registry.register(health.RegistryCollector())
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format. With METRICS_TOKEN set, a bearer token is required;
+    without it, only METRICS_ALLOWED_IPS may scrape."""
+    if settings.METRICS_TOKEN:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), settings.METRICS_TOKEN.encode()):
+            return HttpResponse("A bearer token is required.\n", status=401,
+                                content_type="text/plain",
+                                headers={"WWW-Authenticate": "Bearer"})
+    elif request.META.get("REMOTE_ADDR") not in settings.METRICS_ALLOWED_IPS:
+        return HttpResponse("Not from this address: set METRICS_TOKEN or METRICS_ALLOWED_IPS.\n",
+                            status=403, content_type="text/plain")
+    return HttpResponse(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)

@@ -16,4 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Must match the path of the redirect URI registered at Meta, trailing slash included.
     path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
+    path("healthz", views.healthz, name="healthz"),
+    path("healthz/live", views.liveness, name="liveness"),
+    path("metrics", views.metrics, name="metrics"),
 ]
