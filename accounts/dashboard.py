@@ -27,6 +27,10 @@ class Row:
     next_refresh_at: datetime | None
     file_state: str
 
+    @property
+    def file_label(self) -> str:
+        return selectors.FileState.LABELS[self.file_state]
+
 
 @dataclass(frozen=True)
 class Bar:

@@ -171,6 +171,15 @@ class FileState:
     WRONG_GROUP = "wrong_group"
     NOT_EXPORTED = "not_exported"  # export off, no long-lived token, or no usable name
 
+    LABELS = {
+        IN_SYNC: "in sync",
+        MISSING: "missing",
+        STALE: "stale",
+        WRONG_MODE: "wrong mode",
+        WRONG_GROUP: "wrong group",
+        NOT_EXPORTED: "—",
+    }
+
 
 def token_file_path(*, account: Account) -> Path | None:
     """Where the account's token file goes, or None without a usable name."""
