@@ -116,6 +116,12 @@ if env.bool("SECURE_PROXY_SSL", default=False):
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
+# Off by default because the TLS proxy usually redirects; turn on when Django sees http.
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#http-strict-transport-security
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Health checks and scrapes come over plain http from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz", r"^metrics$"]
 X_FRAME_OPTIONS = "DENY"
 
 # --- Encryption at rest -------------------------------------------------------------
