@@ -239,6 +239,8 @@ EMAIL_CONFIG = env.email_url(
 )
 vars().update(EMAIL_CONFIG)  # EMAIL_BACKEND, EMAIL_HOST, ... as django-environ's docs do
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="igregistry@localhost")
+# Seconds before an unanswering mail server counts as down (Django waits forever otherwise).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Health and metrics -------------------------------------------------------------

@@ -8,6 +8,7 @@ locked and re-read before writing. Messages in `FlowError` and in events are sho
 staff: they never hold a secret.
 """
 
+from .alerts import AlertItem, AlertReport, alerts_dispatch, webhook_signature
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import ReconcileReport, token_export, token_files_reconcile
 from .keys import secrets_reencrypt
@@ -27,6 +28,10 @@ from .refresh import (
 from .tokens import account_verify, token_import, token_store
 
 __all__ = [
+    "AlertItem",
+    "AlertReport",
+    "alerts_dispatch",
+    "webhook_signature",
     "Outcome",
     "RefreshResult",
     "SweepPlan",
