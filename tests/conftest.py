@@ -107,3 +107,23 @@ def allow_at_fake(authorize_url: str, *, username: str = "shop_owner",
                            allow_redirects=False, timeout=5)
     assert answer.status_code == 302, answer.text
     return answer.headers["Location"]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """REDIS_URL, once Redis answers a ping there (skipped locally, required in CI)."""
+    import redis
+
+    url = os.environ.get("REDIS_URL", "")
+    available = False
+    if url:
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+            available = bool(client.ping())
+            client.close()
+        except redis.RedisError:
+            available = False
+    require_service(
+        "Redis", available, "run with REDIS_URL=redis://127.0.0.1:6379/15 (a Redis that answers)"
+    )
+    return url

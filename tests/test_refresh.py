@@ -187,7 +187,15 @@ def test_high_usage_spaces_the_sweep_out(due, fake, settings):
     assert refresh(due).outcome == Outcome.REFRESHED
     assert SweepState.objects.get().usage_percent == 80
     plan = services.refresh_sweep(actor=ACTOR, now=timezone.now())
+    assert plan.spacing_seconds == 0  # nothing due, nothing to space out
+    Token.objects.filter(account=due).update(expires_at=timezone.now() + timedelta(days=9),
+                                             obtained_at=timezone.now() - timedelta(days=51))
+    plan = services.refresh_sweep(actor=ACTOR, now=timezone.now())
     assert plan.spacing_seconds == settings.USAGE_SLOWDOWN_SPACING_SECONDS
+    # Spacing never pushes the last task past half of Redis' visibility timeout.
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 20}
+    plan = services.refresh_sweep(actor=ACTOR, now=timezone.now())
+    assert plan.spacing_seconds * len(plan.refresh_ids) <= 10
     fake.usage_headers = {"X-App-Usage": '{"call_count": 10, "total_cputime": 5, "total_time": 5}'}
     fresh = Token.objects.get(account=due)
     Token.objects.filter(pk=fresh.pk).update(obtained_at=timezone.now() - timedelta(days=2))

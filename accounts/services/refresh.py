@@ -177,8 +177,15 @@ def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
         plan.throttled_until = state.throttled_until
         return plan
     plan.refresh_ids = list(selectors.tokens_due(now=now).values_list("account_id", flat=True))
-    if state.usage_percent >= settings.USAGE_SLOWDOWN_PERCENT:
-        plan.spacing_seconds = settings.USAGE_SLOWDOWN_SPACING_SECONDS
+    if state.usage_percent >= settings.USAGE_SLOWDOWN_PERCENT and plan.refresh_ids:
+        # The last delayed task must still start well inside Redis' visibility timeout,
+        # or Redis would hand it out a second time.
+        visibility = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get(
+            "visibility_timeout", 3600
+        )
+        plan.spacing_seconds = min(
+            settings.USAGE_SLOWDOWN_SPACING_SECONDS, (visibility // 2) // len(plan.refresh_ids)
+        )
     return plan
 
 
