@@ -51,12 +51,20 @@ class InstagramAppForm(forms.ModelForm):
         return secret
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that, like PasswordInput, never renders its value back: what was pasted
+    holds an authorization code."""
+
+    def format_value(self, value: object) -> None:
+        return None
+
+
 class PasteForm(forms.Form):
     """For apps whose redirect URI is another website: paste where Instagram sent you."""
 
     redirected_url = forms.CharField(
         label="Redirected URL or code",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off"}),
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off"}),
         help_text="The whole address Instagram redirected to (https://…/?code=…#_), or just "
         "the code. A trailing #_ is ignored.",
     )

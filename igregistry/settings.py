@@ -144,6 +144,8 @@ INSTAGRAM_CONNECT_TIMEOUT = env.float("INSTAGRAM_CONNECT_TIMEOUT", default=5.0)
 INSTAGRAM_READ_TIMEOUT = env.float("INSTAGRAM_READ_TIMEOUT", default=20.0)
 # How long an OAuth `state` handed to Instagram stays valid (Instagram's codes live 1 hour).
 OAUTH_STATE_TTL_SECONDS = env.int("OAUTH_STATE_TTL_SECONDS", default=30 * 60)
+if not 60 <= OAUTH_STATE_TTL_SECONDS <= 3600:
+    raise ImproperlyConfigured("OAUTH_STATE_TTL_SECONDS must be between 60 and 3600.")
 
 # --- Token files --------------------------------------------------------------------
 TOKEN_EXPORT_DIR = Path(env.str("TOKEN_EXPORT_DIR", default=str(VAR_DIR / "tokens")))

@@ -279,6 +279,7 @@ def test_paste_bad_input(admin_client, pasted_account, fake, token_dir, text, me
     response = paste(admin_client, pasted_account, text)
     assert response.status_code == 400
     assert message in response.content.decode()
+    assert text not in response.content.decode()  # what was pasted may hold a code
     assert nothing_stored(pasted_account, token_dir)
 
 
