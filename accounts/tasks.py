@@ -75,6 +75,16 @@ def refresh_sweep() -> dict[str, int]:
 
 
 @shared_task
+def swap_pending_tokens() -> dict[str, int]:
+    """Every few minutes: finish interrupted authorizations before their hour is up."""
+    plan = services.pending_sweep(actor=Actor(job="celery:swap_pending_tokens"),
+                                  now=timezone.now())
+    for account_id in plan.swap_ids:
+        swap_pending_token.apply_async((account_id,))
+    return {"swap": len(plan.swap_ids), "flagged": plan.flagged}
+
+
+@shared_task
 def reconcile_token_files() -> dict[str, int]:
     """Rewrite token files that are missing, stale or have the wrong mode or group."""
     report = services.token_files_reconcile(

@@ -264,6 +264,12 @@ CELERY_BEAT_SCHEDULE = {
         # A sweep not started within its interval is pointless: the next one replaces it.
         "options": {"expires": REFRESH_SWEEP_MINUTES * 60},
     },
+    # Short-lived tokens of interrupted authorizations live one hour: look often.
+    "swap-pending-tokens": {
+        "task": "accounts.tasks.swap_pending_tokens",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 5 * 60},
+    },
     "reconcile-token-files": {
         "task": "accounts.tasks.reconcile_token_files",
         "schedule": timedelta(minutes=RECONCILE_MINUTES),

@@ -279,3 +279,22 @@ def test_pending_swap_refused_discards_it(admin_client, login_account, fake):
                                           now=timezone.now())
     assert not PendingToken.objects.exists()
     assert not Token.objects.exists()
+
+
+def test_pending_swaps_are_looked_at_well_within_the_hour(admin_client, login_account, fake,
+                                                          token_dir):
+    from accounts import tasks
+    from igregistry.celery import app
+
+    entry = app.conf.beat_schedule["swap-pending-tokens"]
+    assert entry["task"] == "accounts.tasks.swap_pending_tokens"
+    assert entry["schedule"] <= timedelta(minutes=10)
+
+    authorize_until_swap_fails(admin_client, login_account, fake)
+    app.conf.task_always_eager = True  # run the enqueued swap here and now
+    try:
+        assert tasks.swap_pending_tokens() == {"swap": 1, "flagged": 0}
+    finally:
+        app.conf.task_always_eager = False
+    token = Token.objects.get(account=login_account)
+    assert (token_dir / token.account.username).read_text() == token.value

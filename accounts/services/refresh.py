@@ -169,9 +169,8 @@ def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
     """Flag what can no longer be refreshed and list what is due, in one indexed query
     each. Enqueuing is the caller's (the task's); `sweep_record_success` closes the run."""
     SweepState.objects.update_or_create(pk=1, defaults={"last_started_at": now})
-    plan = SweepPlan(flagged=tokens_flag_expired(actor=actor, now=now))
-    plan.flagged += pending_flag_expired(actor=actor, now=now)
-    plan.swap_ids = list(selectors.pending_tokens(now=now).values_list("account_id", flat=True))
+    plan = pending_sweep(actor=actor, now=now)
+    plan.flagged += tokens_flag_expired(actor=actor, now=now)
     state = selectors.sweep_state()
     if state.throttled_until and state.throttled_until > now:
         plan.throttled_until = state.throttled_until
@@ -187,6 +186,14 @@ def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
             settings.USAGE_SLOWDOWN_SPACING_SECONDS, (visibility // 2) // len(plan.refresh_ids)
         )
     return plan
+
+
+def pending_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
+    """The short-lived tokens of interrupted authorizations: flag the expired ones and list
+    the rest for a swap. Run more often than the refresh sweep: they live one hour."""
+    flagged = pending_flag_expired(actor=actor, now=now)
+    swap_ids = list(selectors.pending_tokens(now=now).values_list("account_id", flat=True))
+    return SweepPlan(swap_ids=swap_ids, flagged=flagged)
 
 
 def sweep_record_success(*, enqueued: int, now: datetime) -> None:
