@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from .. import selectors
 from ..models import Account, Event, Token, validate_token_filename
@@ -24,40 +25,51 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
     fsync, rename) with the configured mode and group. A failure is recorded on the
     account and the event log and leaves the previous file intact. Returns the path
     written, or None when nothing was (export disabled, no token, or failure)."""
-    account = Account.objects.select_related("token").get(pk=account.pk)
-    if not account.export_enabled:
-        return None
-    token = getattr(account, "token", None)
-    if token is None or token.kind != Token.Kind.LONG:
-        return None
-    name = account.export_filename
-    try:
-        if not name:
-            raise ValidationError("The account has no token file name and no username yet.")
-        validate_token_filename(name)
-        owner = selectors.account_owning_filename(account=account)
-        if owner is not None:
-            raise ValidationError(
-                f"The file name {name!r} is already used by account '{owner.label}'; give "
-                f"one of them another token file name."
-            )
-        path = _write_atomically(
-            directory=Path(settings.TOKEN_EXPORT_DIR),
-            name=name,
-            content=selectors.token_file_content(account=account, token=token),
-            mode=settings.TOKEN_FILE_MODE,
-            group=settings.TOKEN_FILE_GROUP,
+    with transaction.atomic():
+        # The account row is held while its file is written, so two writers (a refresh and
+        # the reconcile task) cannot interleave and leave the older token on disk.
+        account = (
+            Account.objects.select_for_update(of=("self",))
+            .select_related("token")
+            .get(pk=account.pk)
         )
-    except (OSError, ValidationError, LookupError) as exc:
-        message = _export_error_text(exc, name)
-        Account.objects.filter(pk=account.pk).update(file_error=message)
-        event_record(account=account, action="export", outcome=Event.Outcome.FAILED,
-                     message=message, actor=actor, now=now)
-        return None
-    Account.objects.filter(pk=account.pk).update(file_error="", file_written_at=now)
-    event_record(account=account, action="export", outcome=Event.Outcome.OK,
-                 message=f"Wrote {path}.", actor=actor, now=now)
+        if not account.export_enabled:
+            return None
+        token = getattr(account, "token", None)
+        if token is None or token.kind != Token.Kind.LONG:
+            return None
+        try:
+            path = _export(account=account, token=token)
+        except (OSError, ValidationError, LookupError) as exc:
+            message = _export_error_text(exc, account.export_filename)
+            Account.objects.filter(pk=account.pk).update(file_error=message)
+            event_record(account=account, action="export", outcome=Event.Outcome.FAILED,
+                         message=message, actor=actor, now=now)
+            return None
+        Account.objects.filter(pk=account.pk).update(file_error="", file_written_at=now)
+        event_record(account=account, action="export", outcome=Event.Outcome.OK,
+                     message=f"Wrote {path}.", actor=actor, now=now)
     return path
+
+
+def _export(*, account: Account, token: Token) -> Path:
+    name = account.export_filename
+    if not name:
+        raise ValidationError("The account has no token file name and no username yet.")
+    validate_token_filename(name)
+    owner = selectors.account_owning_filename(account=account)
+    if owner is not None:
+        raise ValidationError(
+            f"The file name {name!r} is already used by account '{owner.label}'; give "
+            f"one of them another token file name."
+        )
+    return _write_atomically(
+        directory=Path(settings.TOKEN_EXPORT_DIR),
+        name=name,
+        content=selectors.token_file_content(account=account, token=token),
+        mode=settings.TOKEN_FILE_MODE,
+        group=settings.TOKEN_FILE_GROUP,
+    )
 
 
 def _export_error_text(exc: Exception, name: str) -> str:
