@@ -257,29 +257,21 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 
 # Exactly one beat process runs this schedule (docker-compose: the `beat` service).
+def _every(task: str, minutes: float) -> dict:
+    # A run not started within its interval is pointless: the next one replaces it.
+    return {
+        "task": task,
+        "schedule": timedelta(minutes=minutes),
+        "options": {"expires": minutes * 60},
+    }
+
+
 CELERY_BEAT_SCHEDULE = {
-    "refresh-sweep": {
-        "task": "accounts.tasks.refresh_sweep",
-        "schedule": timedelta(minutes=REFRESH_SWEEP_MINUTES),
-        # A sweep not started within its interval is pointless: the next one replaces it.
-        "options": {"expires": REFRESH_SWEEP_MINUTES * 60},
-    },
+    "refresh-sweep": _every("accounts.tasks.refresh_sweep", REFRESH_SWEEP_MINUTES),
     # Short-lived tokens of interrupted authorizations live one hour: look often.
-    "swap-pending-tokens": {
-        "task": "accounts.tasks.swap_pending_tokens",
-        "schedule": timedelta(minutes=5),
-        "options": {"expires": 5 * 60},
-    },
-    "reconcile-token-files": {
-        "task": "accounts.tasks.reconcile_token_files",
-        "schedule": timedelta(minutes=RECONCILE_MINUTES),
-        "options": {"expires": RECONCILE_MINUTES * 60},
-    },
-    "send-alerts": {
-        "task": "accounts.tasks.send_alerts",
-        "schedule": timedelta(minutes=ALERT_MINUTES),
-        "options": {"expires": ALERT_MINUTES * 60},
-    },
+    "swap-pending-tokens": _every("accounts.tasks.swap_pending_tokens", 5),
+    "reconcile-token-files": _every("accounts.tasks.reconcile_token_files", RECONCILE_MINUTES),
+    "send-alerts": _every("accounts.tasks.send_alerts", ALERT_MINUTES),
 }
 
 # --- Logging ------------------------------------------------------------------------
