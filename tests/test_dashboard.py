@@ -156,3 +156,18 @@ def test_ten_thousand_accounts_in_a_constant_number_of_queries(admin_client, app
     dash = response.context["dash"]
     assert len(dash.rows) == 50 and dash.page.paginator.count == 10_000
     assert dash.total == 10_000
+
+
+def test_history_link_shows_only_that_accounts_events(admin_client, mix):
+    now = timezone.now()
+    mine, other = mix["error"], mix["healthy"]
+    Event.objects.create(created_at=now, account=mine, action="refresh", outcome="failed",
+                         message="event of the failing account")
+    Event.objects.create(created_at=now, account=other, action="refresh", outcome="ok",
+                         message="event of the healthy account")
+    page = admin_client.get(URL).content.decode()
+    link = f"/admin/accounts/event/?account__id__exact={mine.pk}"
+    assert link in page
+    history = admin_client.get(link).content.decode()
+    assert "event of the failing account" in history
+    assert "event of the healthy account" not in history
