@@ -77,17 +77,17 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(description="obtained")
     def obtained_at(self, obj: Account):  # noqa: ANN201
         token = getattr(obj, "token", None)
-        return token.obtained_at if token else None
+        return token.obtained_at if token else "—"
 
     @admin.display(description="expires", ordering="token__expires_at")
     def expires_at(self, obj: Account):  # noqa: ANN201
         token = getattr(obj, "token", None)
-        return token.expires_at if token else None
+        return token.expires_at if token else "—"
 
     @admin.display(description="last refreshed")
     def last_refreshed_at(self, obj: Account):  # noqa: ANN201
         token = getattr(obj, "token", None)
-        return token.last_refreshed_at if token else None
+        return (token.last_refreshed_at if token else None) or "—"
 
     @admin.display(description="permissions")
     def permissions(self, obj: Account) -> str:
