@@ -293,4 +293,12 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Replace Django's own handlers: its development-server request log prints query
+        # strings, and its error e-mails to ADMINS carry the request's GET parameters and
+        # raw URL (an authorization code), neither passing the filter above. Errors still
+        # reach the console; staff are alerted through ALERT_* instead.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
