@@ -12,6 +12,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from . import dashboard, selectors, services
@@ -31,6 +33,11 @@ class InstagramAppAdmin(admin.ModelAdmin):
     @admin.display(description="app secret")
     def secret_hint(self, obj: InstagramApp) -> str:
         return mask(obj.app_secret)
+
+    # Error reports (DEBUG pages) must not show the typed secret.
+    @method_decorator(sensitive_post_parameters("app_secret"))
+    def changeform_view(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return super().changeform_view(*args, **kwargs)
 
 
 def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
@@ -142,8 +149,11 @@ class AccountAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/authorize/", wrap(require_POST(self.authorize_view)),
                  name="accounts_account_authorize"),
-            path("<int:pk>/paste/", wrap(self.paste_view), name="accounts_account_paste"),
-            path("<int:pk>/import-token/", wrap(self.import_view),
+            path("<int:pk>/paste/",
+                 wrap(sensitive_post_parameters("redirected_url")(self.paste_view)),
+                 name="accounts_account_paste"),
+            path("<int:pk>/import-token/",
+                 wrap(sensitive_post_parameters("access_token")(self.import_view)),
                  name="accounts_account_import"),
             path("dashboard/", wrap(self.dashboard_view), name="accounts_account_dashboard"),
             *super().get_urls(),
