@@ -17,10 +17,13 @@ def console_of(name: str):
     (handler,) = [h for h in logging.getLogger(name).handlers if h.get_name() == "console"]
     buffer = io.StringIO()
     previous = handler.setStream(buffer)
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)  # whatever LOG_LEVEL the environment gives
     try:
         yield buffer
     finally:
         handler.setStream(previous)
+        logging.getLogger().setLevel(root_level)
 
 
 def test_development_server_request_lines_are_redacted():

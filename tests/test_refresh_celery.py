@@ -208,9 +208,16 @@ def broker_at(url: str) -> Iterator[None]:
 @contextlib.contextmanager
 def in_process_worker(concurrency: int = 2) -> Iterator[None]:
     """A real Celery worker (threads pool) of the project's app, in this process."""
-    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      shutdown_timeout=15):
-        yield
+    # Celery's test worker sets up logging (root level ERROR): put it back for later tests.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        with start_worker(app, pool="threads", concurrency=concurrency,
+                          perform_ping_check=False, shutdown_timeout=15):
+            yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def refreshed(account_id: int, old_value: str) -> bool:
