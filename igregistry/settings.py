@@ -212,9 +212,8 @@ REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
 USAGE_SLOWDOWN_PERCENT = env.int("USAGE_SLOWDOWN_PERCENT", default=75)
 USAGE_STOP_PERCENT = env.int("USAGE_STOP_PERCENT", default=95)
 USAGE_SLOWDOWN_SPACING_SECONDS = env.int("USAGE_SLOWDOWN_SPACING_SECONDS", default=20)
-if CELERY_BROKER_TRANSPORT_OPTIONS.get(
-    "visibility_timeout", 3600
-) < REFRESH_RETRY_MAX_SECONDS * 2:
+_visibility_timeout = CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+if _visibility_timeout < REFRESH_RETRY_MAX_SECONDS * 2:
     raise ImproperlyConfigured(
         "REFRESH_RETRY_MAX_SECONDS must stay under half of CELERY_VISIBILITY_TIMEOUT."
     )
