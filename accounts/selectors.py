@@ -63,15 +63,6 @@ def account_summary(*, account_id: int, verb: str) -> str:
     return text
 
 
-def accounts_by_expiry() -> QuerySet[Account]:
-    """Accounts with a token, soonest expiry first (uses the expires_at index)."""
-    return (
-        Account.objects.filter(token__isnull=False)
-        .select_related("app", "token")
-        .order_by("token__expires_at")
-    )
-
-
 def account_owning_filename(*, account: Account) -> Account | None:
     """Another account with a prior claim on this account's token file name.
 
