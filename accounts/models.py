@@ -129,6 +129,11 @@ class Account(models.Model):
     last_error = models.TextField(blank=True)
     file_error = models.TextField(blank=True)
     file_written_at = models.DateTimeField(null=True, blank=True)
+    # How the token file compared with the database at the last write or check (one of
+    # selectors.FileState). Stored, so that the account's state, counts, filters, metrics
+    # and alerts can see a file problem in SQL; every export and reconcile run updates it.
+    file_state = models.CharField(max_length=20, default="not_exported")
+    file_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -174,6 +179,10 @@ class Token(models.Model):
     # Back-off after a temporary refresh failure: no attempt before this time.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     refresh_failures = models.PositiveIntegerField(default=0)
+    # When a refresh task for this token was due to start (the sweep's enqueue time plus
+    # its countdown, or a retry's). Cleared by the attempt: a value well in the past means
+    # no worker is taking refreshes off the queue (worker liveness in /healthz).
+    refresh_queued_for = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # "What expires next" is the registry's main question, and the sweep's.
@@ -206,7 +215,13 @@ class SweepState(models.Model):
     last_succeeded_at = models.DateTimeField(null=True, blank=True)
     last_enqueued = models.PositiveIntegerField(default=0)
     usage_percent = models.PositiveIntegerField(default=0)
+    # When Instagram last reported usage: a reading older than USAGE_READING_MAX_AGE_MINUTES
+    # no longer slows the sweep (responses stop carrying the header once usage is low).
+    usage_recorded_at = models.DateTimeField(null=True, blank=True)
     throttled_until = models.DateTimeField(null=True, blank=True)
+    # The last thing staff were told about the refresh workers ("ok" or "stalled").
+    workers_alert_state = models.CharField(max_length=20, default="ok")
+    workers_alert_sent_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"Sweep state (last success {self.last_succeeded_at})"
@@ -223,6 +238,77 @@ class AlertState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account}: {self.state}"
+
+
+class TokenFile(models.Model):
+    """A token file name and the one account that may write it.
+
+    A name is claimed at an account's first export and stays that account's whatever
+    Instagram later says its username is: the website reads this file. When staff give
+    the account another name, the old file becomes *orphaned*: left on disk (a website may
+    still read it) and listed until an operator removes it. Nothing ever writes a file
+    another account owns; taking one over is an explicit, logged action.
+    """
+
+    class Status(models.TextChoices):
+        CURRENT = "current", "Current"
+        ORPHANED = "orphaned", "Orphaned"
+
+    name = models.CharField(max_length=100, unique=True)
+    account = models.ForeignKey(
+        Account, on_delete=models.SET_NULL, null=True, blank=True, related_name="token_files"
+    )
+    # Kept so an orphaned file still says whose it was after the account is deleted.
+    account_label = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CURRENT)
+    claimed_at = models.DateTimeField()
+    written_at = models.DateTimeField(null=True, blank=True)
+    orphaned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(status="current"),
+                name="tokenfile_one_current_per_account",
+            ),
+        ]
+        permissions = [
+            ("take_over_tokenfile", "Can take over a token file another account owns"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertDelivery(models.Model):
+    """One alert message for one channel (e-mail or webhook), kept until it is delivered.
+
+    Written in the same transaction as the alert states it announces (an outbox), so a
+    process that dies before sending loses nothing; failed sends are retried with
+    back-off. Holds no token and no secret."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        WEBHOOK = "webhook", "Webhook"
+
+    created_at = models.DateTimeField()
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    abandoned_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name_plural = "alert deliveries"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} alert of {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class OAuthState(models.Model):

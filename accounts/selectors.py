@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from django.db.models import (
     Count,
     F,
     IntegerField,
+    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -120,6 +122,34 @@ def pending_tokens(*, now: datetime) -> QuerySet[PendingToken]:
 def pending_tokens_expired(*, now: datetime) -> QuerySet[PendingToken]:
     """Short-lived tokens that expired before their swap."""
     return PendingToken.objects.filter(expires_at__lte=now)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Refresh tasks handed to the broker that no worker has attempted yet.
+
+    `queued`: how many due tokens wait for their task; `oldest_due_at`: when the longest
+    waiting of them was due to start (UTC), None when none waits; `lag_seconds`: how far
+    past that start time `now` is (0 when none is late)."""
+
+    queued: int
+    oldest_due_at: datetime | None
+    lag_seconds: float
+
+
+def refresh_backlog(*, now: datetime) -> Backlog:
+    """Due tokens whose refresh task was enqueued (or scheduled for a retry) and not yet
+    attempted. A marker left on a token that is no longer due (another worker or cron
+    refreshed it) does not count. One aggregate query."""
+    threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
+    row = (
+        tokens_refreshable(now=now)
+        .filter(refresh_queued_for__isnull=False, expires_at__lte=now + threshold)
+        .aggregate(queued=Count("pk"), oldest=Min("refresh_queued_for"))
+    )
+    oldest = row["oldest"]
+    lag = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+    return Backlog(queued=row["queued"], oldest_due_at=oldest, lag_seconds=lag)
 
 
 def sweep_state() -> SweepState:

@@ -6,6 +6,7 @@ No token or secret ever travels in a task's arguments: the broker is readable.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -39,6 +40,11 @@ def swap_pending_token(self, account_id: int) -> str:  # noqa: ANN001
 def _retry_or_return(task, account_id: int, result: services.RefreshResult) -> str:  # noqa: ANN001
     if result.outcome == Outcome.RETRY:
         if task.request.retries < task.max_retries:
+            if task.name == refresh_account.name:
+                services.refresh_mark_queued(
+                    account_ids=[account_id],
+                    starts_at=[timezone.now() + timedelta(seconds=result.retry_in or 0)],
+                )
             raise task.retry(countdown=result.retry_in)
         logger.error(
             "account %s: giving up after %s retries; the next sweep tries again (%s)",
@@ -55,11 +61,15 @@ def refresh_sweep() -> dict[str, int]:
     if plan.throttled_until:
         logger.warning("sweep paused: Instagram asked us to slow down until %s",
                        plan.throttled_until.isoformat())
+    countdowns = [position * plan.spacing_seconds for position in range(len(plan.refresh_ids))]
+    # Marked before they are enqueued: a worker may take a task the moment it is sent.
+    services.refresh_mark_queued(
+        account_ids=plan.refresh_ids,
+        starts_at=[now + timedelta(seconds=seconds) for seconds in countdowns],
+    )
     try:
-        for position, account_id in enumerate(plan.refresh_ids):
-            refresh_account.apply_async(
-                (account_id,), countdown=position * plan.spacing_seconds or None
-            )
+        for account_id, countdown in zip(plan.refresh_ids, countdowns, strict=True):
+            refresh_account.apply_async((account_id,), countdown=countdown or None)
         for account_id in plan.swap_ids:
             swap_pending_token.apply_async((account_id,))
     except OperationalError:

@@ -74,6 +74,10 @@ def token_refresh(
         if token is None:
             busy = Token.objects.filter(account_id=account_id).exists()
             return RefreshResult(Outcome.BUSY if busy else Outcome.NOT_DUE)
+        if token.refresh_queued_for is not None:
+            # This is the attempt the queue marker waited for (worker liveness).
+            Token.objects.filter(pk=token.pk).update(refresh_queued_for=None)
+            token.refresh_queued_for = None
         # Re-checked under the lock: whoever held it before may have just refreshed it.
         if not candidates.filter(pk=token.pk).exists():
             return RefreshResult(Outcome.NOT_DUE)
@@ -194,6 +198,23 @@ def pending_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
     flagged = pending_flag_expired(actor=actor, now=now)
     swap_ids = list(selectors.pending_tokens(now=now).values_list("account_id", flat=True))
     return SweepPlan(swap_ids=swap_ids, flagged=flagged)
+
+
+def refresh_mark_queued(*, account_ids: list[int], starts_at: list[datetime]) -> None:
+    """Note when each account's refresh task is due to start, before it is handed to the
+    broker (a worker that takes it at once must find the marker to clear). A marker
+    already there is kept: the older wait is the one that measures a stalled queue."""
+    if not account_ids:
+        return
+    if len(set(starts_at)) == 1:
+        Token.objects.filter(
+            account_id__in=account_ids, refresh_queued_for__isnull=True
+        ).update(refresh_queued_for=starts_at[0])
+        return
+    for account_id, when in zip(account_ids, starts_at, strict=True):
+        Token.objects.filter(account_id=account_id, refresh_queued_for__isnull=True).update(
+            refresh_queued_for=when
+        )
 
 
 def sweep_record_success(*, enqueued: int, now: datetime) -> None:
