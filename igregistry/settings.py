@@ -250,6 +250,9 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 HEALTH_MAX_SWEEP_AGE_MINUTES = env.float(
     "HEALTH_MAX_SWEEP_AGE_MINUTES", default=2 * REFRESH_SWEEP_MINUTES + 5
 )
+# Worker liveness: /healthz fails, and staff are alerted, when a due refresh handed to the
+# broker has waited longer than this past its planned start (no worker, or all stuck).
+REFRESH_QUEUE_MAX_LAG_MINUTES = env.float("REFRESH_QUEUE_MAX_LAG_MINUTES", default=30)
 # /metrics: with METRICS_TOKEN set, only requests with "Authorization: Bearer <token>";
 # without it, only from METRICS_ALLOWED_IPS (default: this machine).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
