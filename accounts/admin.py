@@ -19,8 +19,9 @@ from django.views.decorators.http import require_POST
 from . import dashboard, selectors, services
 from .forms import ImportTokenForm, InstagramAppForm, PasteForm
 from .instagram import mask
-from .models import Account, Event, InstagramApp
-from .services import Actor, FlowError
+from .models import Account, Event, InstagramApp, TokenFile
+from .selectors import FileState
+from .services import Actor, FlowError, Outcome
 
 
 @admin.register(InstagramApp)
@@ -54,18 +55,20 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["status", "app"]
     search_fields = ["label", "username", "ig_user_id"]
     list_select_related = ["app", "token"]
-    actions = ["authorize_action", "verify_action", "export_action"]
+    actions = ["authorize_action", "refresh_action", "verify_action", "export_action"]
     change_form_template = "admin/accounts/account/change_form.html"
     fieldsets = [
         (None, {"fields": ["app", "label"]}),
         ("Token file", {"fields": ["token_filename", "export_enabled", "export_format",
-                                   "file_written_at", "file_error"]}),
+                                   "file_name", "file_health", "file_written_at",
+                                   "file_error"]}),
         ("Instagram", {"fields": ["username", "ig_user_id", "status", "last_error"]}),
         ("Token", {"fields": ["token_hint", "token_kind", "obtained_at", "expires_at",
                               "last_refreshed_at", "permissions"]}),
     ]
     readonly_fields = [
         "username", "ig_user_id", "status", "last_error", "file_written_at", "file_error",
+        "file_name", "file_health",
         "token_hint", "token_kind", "obtained_at", "expires_at", "last_refreshed_at",
         "permissions",
     ]
@@ -105,9 +108,30 @@ class AccountAdmin(admin.ModelAdmin):
     def file_state(self, obj: Account) -> str:
         if not obj.export_enabled:
             return "off"
-        if obj.file_error:
-            return "error"
-        return "written" if obj.file_written_at else "—"
+        label = FileState.LABELS.get(obj.file_state, obj.file_state)
+        return f"{obj.token_filename or obj.username or '—'}: {label}"
+
+    @admin.display(description="file written")
+    def file_name(self, obj: Account) -> str:
+        name = selectors.token_file_name(account=obj)
+        current = selectors.token_file_current(account=obj)
+        if not name:
+            return "— (no name yet: the Instagram username once authorized)"
+        if current is not None and current.name == name and not obj.token_filename and (
+                obj.username and obj.username != name):
+            return f"{name} (named after a former username; set a token file name to rename)"
+        return name
+
+    @admin.display(description="file state")
+    def file_health(self, obj: Account) -> str:
+        label = FileState.LABELS.get(obj.file_state, obj.file_state)
+        if obj.file_checked_at:
+            label += f" (checked {obj.file_checked_at:%Y-%m-%d %H:%M} UTC)"
+        orphans = selectors.token_files_orphaned().filter(account=obj)
+        names = ", ".join(record.name for record in orphans)
+        if names:
+            label += f"; orphaned file(s) left on disk: {names}"
+        return label
 
     # --- actions ---
     @admin.action(description="Authorize with Instagram (one account)")
@@ -117,6 +141,28 @@ class AccountAdmin(admin.ModelAdmin):
                               messages.ERROR)
             return None
         return self._start_authorize(request, queryset.get())
+
+    @admin.action(description="Refresh token now (if Instagram allows)",
+                  permissions=["change"])
+    def refresh_action(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        actor, now = Actor(user=request.user), timezone.now()
+        for account in queryset:
+            result = services.token_refresh(account_id=account.pk, actor=actor, now=now,
+                                            force=True)
+            summary = selectors.account_summary(account_id=account.pk, verb="refreshed")
+            if result.outcome == Outcome.REFRESHED:
+                level = messages.SUCCESS if summary.file_ok else messages.WARNING
+                self.message_user(request, summary.text, level)
+            elif result.outcome == Outcome.NOT_DUE:
+                self.message_user(
+                    request, f"{account}: not refreshed: Instagram refreshes only tokens at "
+                    f"least 24 hours old and unexpired, of an authorized account.",
+                    messages.WARNING)
+            else:
+                self.message_user(request, f"{account}: {result.outcome.replace('_', ' ')}"
+                                  f"{': ' + result.message if result.message else ''}",
+                                  messages.WARNING if result.outcome in (
+                                      Outcome.PAUSED, Outcome.BUSY) else messages.ERROR)
 
     @admin.action(description="Verify token with Instagram (/me)")
     def verify_action(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
@@ -136,7 +182,10 @@ class AccountAdmin(admin.ModelAdmin):
         for account in queryset:
             path = services.token_export(account=account, actor=actor, now=now)
             account.refresh_from_db()
-            if path is not None:
+            if path is not None and account.status == Account.Status.NEEDS_REAUTH:
+                self.message_user(request, f"{account}: wrote {path}, but the token in it is "
+                                  f"dead: authorize the account again.", messages.WARNING)
+            elif path is not None:
                 self.message_user(request, f"{account}: wrote {path}.", messages.SUCCESS)
             else:
                 reason = account.file_error or "export is off or there is no long-lived token"
@@ -152,12 +201,55 @@ class AccountAdmin(admin.ModelAdmin):
             path("<int:pk>/paste/",
                  wrap(sensitive_post_parameters("redirected_url")(self.paste_view)),
                  name="accounts_account_paste"),
+            path("<int:pk>/take-over-file/", wrap(require_POST(self.take_over_view)),
+                 name="accounts_account_take_over_file"),
             path("<int:pk>/import-token/",
                  wrap(sensitive_post_parameters("access_token")(self.import_view)),
                  name="accounts_account_import"),
             path("dashboard/", wrap(self.dashboard_view), name="accounts_account_dashboard"),
             *super().get_urls(),
         ]
+
+    def save_model(self, request: HttpRequest, obj: Account, form, change: bool) -> None:  # noqa: ANN001
+        super().save_model(request, obj, form, change)
+        if change and {"token_filename", "export_enabled", "export_format"} & set(
+                form.changed_data):
+            # A rename, a format change or export turned on takes effect now, not at the
+            # next reconcile run; the old file of a rename is left on disk, orphaned.
+            services.token_export(account=obj, actor=Actor(user=request.user),
+                                  now=timezone.now())
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        extra_context = extra_context or {}
+        account = Account.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if account is not None and account.file_state == FileState.NAME_TAKEN:
+            name = selectors.token_file_name(account=account)
+            blocker = selectors.token_file_blocker(account=account, name=name)
+            extra_context["file_blocker"] = blocker
+            extra_context["can_take_over"] = blocker is not None and request.user.has_perm(
+                "accounts.take_over_tokenfile")
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def take_over_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Give this account the file name another account owns (permission
+        accounts.take_over_tokenfile; logged on both accounts)."""
+        account = self._account_or_403(request, pk)
+        if not request.user.has_perm("accounts.take_over_tokenfile"):
+            raise PermissionDenied
+        try:
+            path = services.token_file_take_over(account=account, actor=Actor(user=request.user),
+                                                 now=timezone.now())
+        except FlowError as exc:
+            messages.error(request, exc.message)
+        else:
+            account.refresh_from_db()
+            if path is None:
+                messages.warning(request, f"{account}: took over the file name, but the file "
+                                 f"was not written: {account.file_error or 'no token yet'}")
+            else:
+                messages.success(request, f"{account}: took over and wrote {path}.")
+        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[pk]))
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """Every account by urgency, with counts per state and the expiry timeline."""
@@ -248,7 +340,9 @@ class AccountAdmin(admin.ModelAdmin):
                                 status=400 if request.method == "POST" else 200)
 
     def _done(self, request: HttpRequest, account: Account, verb: str) -> HttpResponse:
-        messages.success(request, selectors.account_summary(account_id=account.pk, verb=verb))
+        summary = selectors.account_summary(account_id=account.pk, verb=verb)
+        level = messages.SUCCESS if summary.file_ok else messages.WARNING
+        messages.add_message(request, level, summary.text)
         return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
 
 
@@ -273,4 +367,42 @@ class EventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
+
+
+@admin.register(TokenFile)
+class TokenFileAdmin(admin.ModelAdmin):
+    """Which account writes which token file; orphaned files wait here for an operator."""
+
+    list_display = ["name", "owner", "status", "written_at", "orphaned_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "account_label"]
+    list_select_related = ["account"]
+    actions = ["remove_action"]
+
+    @admin.display(description="account")
+    def owner(self, obj: TokenFile) -> str:
+        return str(obj.account) if obj.account else f"{obj.account_label} (deleted)"
+
+    @admin.action(description="Remove orphaned files from disk", permissions=["delete"])
+    def remove_action(self, request: HttpRequest, queryset: QuerySet[TokenFile]) -> None:
+        actor, now = Actor(user=request.user), timezone.now()
+        for record in queryset:
+            try:
+                existed = services.token_file_remove(token_file=record, actor=actor, now=now)
+            except FlowError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"Removed {record.name}" + (
+                    "." if existed else " (it was no longer on disk)."), messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # removal goes through the service, logged
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TokenFile | None = None) -> bool:
         return False

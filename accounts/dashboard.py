@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.http import QueryDict
 
 from . import selectors
-from .models import Account, InstagramApp
+from .models import Account, InstagramApp, TokenFile
 from .selectors import State
 
 PAGE_SIZE = 50
@@ -21,15 +22,27 @@ CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 160, 24
 
 @dataclass(frozen=True)
 class Row:
+    """One account's line. `next_refresh_at` only where the sweep will refresh on its own;
+    `action_needed` says what staff must do where it will not. `file_state` is the state
+    recorded at the last write or reconcile run (the one that counts and alerts)."""
+
     account: Account
     state: str
     state_label: str
     next_refresh_at: datetime | None
+    action_needed: str
     file_state: str
+    file_name: str
 
     @property
     def file_label(self) -> str:
-        return selectors.FileState.LABELS[self.file_state]
+        label = selectors.FileState.LABELS.get(self.file_state, self.file_state)
+        if self.file_state == selectors.FileState.IN_SYNC and self.account.status == (
+                Account.Status.NEEDS_REAUTH):
+            if settings.TOKEN_FILE_DEAD_TOKEN == "empty":
+                return "emptied (dead token)"
+            return "holds the last, dead token"
+        return label
 
 
 @dataclass(frozen=True)
@@ -70,18 +83,9 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
     if state is not None:
         accounts = accounts.filter(state=state)
     page = Paginator(accounts, PAGE_SIZE).get_page(params.get("page"))
-    rows = [
-        Row(
-            account=account,
-            state=account.state,
-            state_label=State.LABELS[account.state],
-            next_refresh_at=selectors.next_refresh_at(
-                token=getattr(account, "token", None), now=now
-            ),
-            file_state=selectors.token_file_state(account=account),
-        )
-        for account in page.object_list
-    ]
+    current_files = selectors.token_files_current_for(accounts=list(page.object_list))
+    rows = [_row(account, current=current_files.get(account.pk), now=now)
+            for account in page.object_list]
     timeline = selectors.expiry_timeline(now=now, queryset=scope)
     bars, chart_max, ticks = _chart(timeline)
     keep = params.copy()
@@ -98,6 +102,21 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
         chart_max=chart_max,
         chart_ticks=ticks,
         querystring=keep.urlencode(),
+    )
+
+
+def _row(account: Account, *, current: TokenFile | None, now: datetime) -> Row:
+    token = getattr(account, "token", None)
+    exported = account.export_enabled and token is not None and token.kind == "long"
+    return Row(
+        account=account,
+        state=account.state,
+        state_label=State.LABELS[account.state],
+        next_refresh_at=selectors.next_refresh_at(account=account, now=now),
+        action_needed=State.ACTIONS.get(account.state, ""),
+        file_state=account.file_state if exported else selectors.FileState.NOT_EXPORTED,
+        file_name=(selectors.token_file_name_given(account=account, current=current)
+                   if account.export_enabled else ""),
     )
 
 

@@ -156,11 +156,6 @@ class Account(models.Model):
     def __str__(self) -> str:
         return f"{self.label} (@{self.username})" if self.username else self.label
 
-    @property
-    def export_filename(self) -> str:
-        """The token file's name: the configured one, else the username ('' if neither)."""
-        return self.token_filename or self.username
-
 
 class Token(models.Model):
     """The account's current access token, encrypted."""

@@ -33,6 +33,7 @@ from .models import (
     PendingToken,
     SweepState,
     Token,
+    TokenFile,
     validate_token_filename,
 )
 
@@ -51,30 +52,79 @@ def account_find(*, key: str) -> Account:
     return queryset.get(label=key)
 
 
-def account_summary(*, account_id: int, verb: str) -> str:
-    """One sentence for staff: the account, its username and when its token expires."""
+@dataclass(frozen=True)
+class AccountSummary:
+    """What staff are told after authorizing or importing: `text`, and whether the token
+    file serves the website (`file_ok` False: show it as a warning, never a success)."""
+
+    text: str
+    file_ok: bool
+
+
+def account_summary(*, account_id: int, verb: str) -> AccountSummary:
+    """The account, its username, when its token expires (UTC) and its token file."""
     account = account_get(account_id=account_id)
     token: Token | None = getattr(account, "token", None)
     text = f"{account.label}: {verb} as @{account.username}."
     if token is not None:
         text += f" The token expires on {token.expires_at:%Y-%m-%d %H:%M} UTC."
-    if account.file_error:
-        text += f" {account.file_error}"
-    elif account.export_enabled and account.file_written_at:
-        text += f" Token file '{account.export_filename}' written."
-    return text
+    file_ok = True
+    if account.export_enabled and token is not None and token.kind == Token.Kind.LONG:
+        if account.file_error or account.file_state in FileState.PROBLEMS:
+            file_ok = False
+            text += " " + (account.file_error or "The token file is "
+                           f"{FileState.LABELS[account.file_state]}.")
+        elif account.file_written_at:
+            text += f" Token file '{token_file_name(account=account)}' written."
+    return AccountSummary(text=text, file_ok=file_ok)
 
 
-def account_owning_filename(*, account: Account) -> Account | None:
-    """Another account with a prior claim on this account's token file name.
+def token_file_current(*, account: Account) -> TokenFile | None:
+    """The token file the account owns now (None before its first export)."""
+    return TokenFile.objects.filter(account=account, status=TokenFile.Status.CURRENT).first()
 
-    A name set explicitly beats a name that falls back to the username; between two
-    fallbacks (the same Instagram user in two apps) the older account keeps the file."""
-    name = account.export_filename
-    claims = Q(token_filename=name)
-    if not account.token_filename:
-        claims |= Q(token_filename="", username=name, pk__lt=account.pk)
-    return Account.objects.filter(claims).exclude(pk=account.pk).first()
+
+def token_files_current_for(*, accounts: list[Account]) -> dict[int, TokenFile]:
+    """The current token file of each of these accounts, by account id (one query)."""
+    files = TokenFile.objects.filter(
+        account__in=[a.pk for a in accounts], status=TokenFile.Status.CURRENT
+    )
+    return {record.account_id: record for record in files}
+
+
+def token_file_name(*, account: Account) -> str:
+    """The name the account's token file has or will have ('' when it has none yet).
+
+    An explicit *token file name* wins. Otherwise the name claimed at the first export
+    stays, whatever Instagram later says the username is: the website reads that file.
+    Before any export, the Instagram username."""
+    if account.token_filename:
+        return account.token_filename
+    return token_file_name_given(account=account, current=token_file_current(account=account))
+
+
+def token_file_name_given(*, account: Account, current: TokenFile | None) -> str:
+    """`token_file_name` when the account's current file record is already loaded."""
+    if account.token_filename:
+        return account.token_filename
+    return current.name if current is not None else account.username
+
+
+def token_file_blocker(*, account: Account, name: str) -> TokenFile | None:
+    """The record of another account (or of a deleted one) that owns `name`, if any."""
+    return (
+        TokenFile.objects.filter(name=name)
+        .exclude(account=account)
+        .select_related("account")
+        .first()
+    )
+
+
+def token_files_orphaned() -> QuerySet[TokenFile]:
+    """Files no account writes any more: renamed away, or left by a deleted account."""
+    return TokenFile.objects.filter(
+        Q(status=TokenFile.Status.ORPHANED) | Q(account__isnull=True)
+    )
 
 
 # --- refresh policy -------------------------------------------------------------------
@@ -158,6 +208,29 @@ def sweep_state() -> SweepState:
     return state
 
 
+def refresh_paused_until(*, now: datetime) -> datetime | None:
+    """The end (UTC) of the rate-limit pause Instagram asked for, or None when no pause
+    holds. Every refresh checks it before calling Instagram, whatever started it."""
+    until = (
+        SweepState.objects.filter(pk=1, throttled_until__gt=now)
+        .values_list("throttled_until", flat=True)
+        .first()
+    )
+    return until
+
+
+def usage_percent(*, now: datetime) -> int:
+    """The last usage Instagram reported (percent of quota), or 0 when that reading is
+    older than USAGE_READING_MAX_AGE_MINUTES (answers stop carrying it once usage is low)."""
+    fresh_after = now - timedelta(minutes=settings.USAGE_READING_MAX_AGE_MINUTES)
+    percent = (
+        SweepState.objects.filter(pk=1, usage_recorded_at__gt=fresh_after)
+        .values_list("usage_percent", flat=True)
+        .first()
+    )
+    return percent or 0
+
+
 def token_files_to_check() -> QuerySet[Account]:
     """Accounts whose long-lived token should have a file."""
     return Account.objects.filter(export_enabled=True, token__kind=Token.Kind.LONG).select_related(
@@ -168,18 +241,32 @@ def token_files_to_check() -> QuerySet[Account]:
 # --- token files ----------------------------------------------------------------------
 
 
+def token_file_holds_dead_token(*, account: Account) -> bool:
+    """Whether the account's token is dead (the owner must authorize again)."""
+    return account.status == Account.Status.NEEDS_REAUTH
+
+
 def token_file_content(*, account: Account, token: Token) -> str:
-    """What the account's token file holds: the bare token, or a JSON document."""
+    """What the account's token file holds: the bare token, or a JSON document.
+
+    Once the token is dead (the account needs re-authorization) the file keeps the last
+    token by default (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would
+    anyway, and the dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file
+    is emptied and the JSON file holds `"access_token": null` and `"status"`."""
+    dead = token_file_holds_dead_token(account=account)
+    empty = dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty"
     if account.export_format == Account.ExportFormat.JSON:
         document = {
-            "access_token": token.value,
+            "access_token": None if empty else token.value,
             "expires_at": token.expires_at.isoformat(),
             "user_id": account.ig_user_id,
             "username": account.username,
         }
+        if empty:
+            document["status"] = account.status
         return json.dumps(document, indent=2) + "\n"
     # Exactly the token: the PHP page reads the file as-is into a URL.
-    return token.value
+    return "" if empty else token.value
 
 
 class FileState:
@@ -190,7 +277,9 @@ class FileState:
     STALE = "stale"  # holds another token (or format)
     WRONG_MODE = "wrong_mode"
     WRONG_GROUP = "wrong_group"
-    NOT_EXPORTED = "not_exported"  # export off, no long-lived token, or no usable name
+    UNWRITABLE = "unwritable"  # the last write failed (directory, group, disk, bad name)
+    NAME_TAKEN = "name_taken"  # another account owns the file name
+    NOT_EXPORTED = "not_exported"  # export off, or no long-lived token
 
     LABELS = {
         IN_SYNC: "in sync",
@@ -198,13 +287,17 @@ class FileState:
         STALE: "stale",
         WRONG_MODE: "wrong mode",
         WRONG_GROUP: "wrong group",
+        UNWRITABLE: "not writable",
+        NAME_TAKEN: "name taken",
         NOT_EXPORTED: "—",
     }
+    # A file in one of these states does not serve the website what the registry holds.
+    PROBLEMS = frozenset({MISSING, STALE, WRONG_MODE, WRONG_GROUP, UNWRITABLE, NAME_TAKEN})
 
 
 def token_file_path(*, account: Account) -> Path | None:
-    """Where the account's token file goes, or None without a usable name."""
-    name = account.export_filename
+    """Where the account's token file is or goes, or None without a usable name."""
+    name = token_file_name(account=account)
     if not name:
         return None
     try:
@@ -215,11 +308,24 @@ def token_file_path(*, account: Account) -> Path | None:
 
 
 def token_file_state(*, account: Account) -> str:
-    """Compare the token file on disk with what the database says it should hold."""
+    """Compare the token file on disk with what the database says it should hold.
+
+    Reads the disk: the account's stored `file_state` is this answer as of the last write
+    or reconcile run."""
     token = getattr(account, "token", None)
-    path = token_file_path(account=account)
-    if not account.export_enabled or token is None or token.kind != Token.Kind.LONG or not path:
+    if not account.export_enabled or token is None or token.kind != Token.Kind.LONG:
         return FileState.NOT_EXPORTED
+    current = token_file_current(account=account)
+    name = token_file_name_given(account=account, current=current)
+    if current is None or current.name != name:
+        # Not written under this name yet: whether it can be depends on who owns it.
+        if name and token_file_blocker(account=account, name=name) is not None:
+            return FileState.NAME_TAKEN
+        if current is None:
+            return FileState.MISSING if name else FileState.UNWRITABLE
+    path = token_file_path(account=account)
+    if path is None:
+        return FileState.UNWRITABLE
     try:
         info = os.stat(path)
         with open(path, encoding="utf-8") as handle:
@@ -276,23 +382,33 @@ class State:
     EXPIRED = "expired"
     NEEDS_REAUTH = "needs_reauth"
     ERROR = "error"
+    FILE_PROBLEM = "file_problem"
     EXPIRING = "expiring"
     REFRESH_DUE = "refresh_due"
     PENDING = "pending"
     HEALTHY = "healthy"
 
-    ORDER = [EXPIRED, NEEDS_REAUTH, ERROR, EXPIRING, REFRESH_DUE, PENDING, HEALTHY]
+    ORDER = [EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING, REFRESH_DUE, PENDING, HEALTHY]
     LABELS = {
         EXPIRED: "Expired",
         NEEDS_REAUTH: "Needs re-authorization",
         ERROR: "Error",
+        FILE_PROBLEM: "File problem",
         EXPIRING: "Expiring soon",
         REFRESH_DUE: "Refresh due",
         PENDING: "Waiting for authorization",
         HEALTHY: "Healthy",
     }
     # What a human must hear about (alerts).
-    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, ERROR, EXPIRING})
+    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING})
+    # What staff must do, where the sweep alone will not put it right.
+    ACTIONS = {
+        EXPIRED: "Authorize again",
+        NEEDS_REAUTH: "Authorize again",
+        ERROR: "Read the last error",
+        FILE_PROBLEM: "Fix the token file",
+        PENDING: "Authorize",
+    }
 
 
 def _state_expression(*, now: datetime) -> Case:
@@ -306,6 +422,11 @@ def _state_expression(*, now: datetime) -> Case:
             Q(status=Account.Status.ERROR)
             | Q(token__refresh_failures__gte=settings.ALERT_FAILURES_THRESHOLD),
             then=Value(State.ERROR),
+        ),
+        # The file the website reads is missing, stale, unwritable or someone else's.
+        When(
+            export_enabled=True, token__kind=Token.Kind.LONG,
+            file_state__in=FileState.PROBLEMS, then=Value(State.FILE_PROBLEM),
         ),
         When(token__expires_at__lte=expiring, then=Value(State.EXPIRING)),
         When(token__expires_at__lte=due, then=Value(State.REFRESH_DUE)),
@@ -351,9 +472,14 @@ def state_counts(*, now: datetime, queryset: QuerySet[Account] | None = None) ->
     return counts
 
 
-def next_refresh_at(*, token: Token | None, now: datetime) -> datetime | None:
-    """When the sweep will next try to refresh this token (None: never, it is dead)."""
+def next_refresh_at(*, account: Account, now: datetime) -> datetime | None:
+    """When the sweep will next try to refresh the account's token (UTC), or None when it
+    never will on its own: no long-lived token, expired, or the account waits for its
+    owner (needs re-authorization, never authorized)."""
+    token: Token | None = getattr(account, "token", None)
     if token is None or token.kind != Token.Kind.LONG or token.expires_at <= now:
+        return None
+    if account.status not in (Account.Status.ACTIVE, Account.Status.ERROR):
         return None
     threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     candidates = [token.obtained_at + REFRESH_MIN_AGE, token.expires_at - threshold, now]

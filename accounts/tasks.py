@@ -50,6 +50,8 @@ def _retry_or_return(task, account_id: int, result: services.RefreshResult) -> s
             "account %s: giving up after %s retries; the next sweep tries again (%s)",
             account_id, task.request.retries, result.message,
         )
+    elif result.outcome == Outcome.PAUSED:
+        logger.info("account %s: %s", account_id, result.message)
     return result.outcome
 
 

@@ -34,7 +34,10 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
                                           now=timezone.now())
     except FlowError as exc:
         return _error(request, exc.message, account=exc.account)
-    messages.success(request, selectors.account_summary(account_id=account.pk, verb="authorized"))
+    summary = selectors.account_summary(account_id=account.pk, verb="authorized")
+    # A token the website cannot read yet is not a success.
+    messages.add_message(request, messages.SUCCESS if summary.file_ok else messages.WARNING,
+                         summary.text)
     return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
 
 

@@ -152,6 +152,12 @@ TOKEN_EXPORT_DIR = Path(env.str("TOKEN_EXPORT_DIR", default=str(VAR_DIR / "token
 # Octal, as chmod takes it. The PHP page of the manual procedure ran as group `apache`.
 TOKEN_FILE_MODE = int(env.str("TOKEN_FILE_MODE", default="0640"), 8)
 TOKEN_FILE_GROUP = env.str("TOKEN_FILE_GROUP", default="")
+# What a token file holds once its token is dead (the owner must authorize again):
+# "keep" the last token (the website's calls fail as they would anyway; the dashboard and
+# alerts flag the account) or "empty" the file (a JSON file gets "access_token": null).
+TOKEN_FILE_DEAD_TOKEN = env.str("TOKEN_FILE_DEAD_TOKEN", default="keep")
+if TOKEN_FILE_DEAD_TOKEN not in ("keep", "empty"):
+    raise ImproperlyConfigured("TOKEN_FILE_DEAD_TOKEN must be 'keep' or 'empty'.")
 
 # --- Celery -------------------------------------------------------------------------
 # Embedded default: kombu's filesystem transport, a broker that needs no server.
@@ -212,6 +218,10 @@ REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
 USAGE_SLOWDOWN_PERCENT = env.int("USAGE_SLOWDOWN_PERCENT", default=75)
 USAGE_STOP_PERCENT = env.int("USAGE_STOP_PERCENT", default=95)
 USAGE_SLOWDOWN_SPACING_SECONDS = env.int("USAGE_SLOWDOWN_SPACING_SECONDS", default=20)
+# A usage reading older than this is ignored: Meta measures usage over a rolling hour, and
+# answers stop carrying the headers once usage is low, so the last high reading would
+# otherwise slow every later sweep.
+USAGE_READING_MAX_AGE_MINUTES = env.float("USAGE_READING_MAX_AGE_MINUTES", default=60)
 _visibility_timeout = CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
 if _visibility_timeout < REFRESH_RETRY_MAX_SECONDS * 2:
     raise ImproperlyConfigured(

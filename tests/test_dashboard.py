@@ -25,10 +25,12 @@ def app(db) -> InstagramApp:
 
 
 def account_with(app, label: str, *, left: timedelta | None, status: str = "active",
-                 failures: int = 0, age: timedelta = timedelta(days=5)) -> Account:
+                 failures: int = 0, age: timedelta = timedelta(days=5),
+                 file_state: str = "in_sync") -> Account:
     now = timezone.now()
     account = Account.objects.create(app=app, label=label)
-    Account.objects.filter(pk=account.pk).update(status=status, username=label.lower())
+    Account.objects.filter(pk=account.pk).update(status=status, username=label.lower(),
+                                                 file_state=file_state)
     if left is not None:
         Token.objects.create(account=account, value=f"IGAA-secret-token-{label}", kind="long",
                              obtained_at=now - age, expires_at=now + left,
@@ -46,6 +48,8 @@ def mix(app):
         "needs_reauth": account_with(app, "Reauth", left=timedelta(days=30),
                                      status="needs_reauth"),
         "error": account_with(app, "Failing", left=timedelta(days=45), failures=3),
+        "file_problem": account_with(app, "Unwritten", left=timedelta(days=55),
+                                     file_state="unwritable"),
         "pending": account_with(app, "Pending", left=None, status="pending"),
     }
 
@@ -86,7 +90,9 @@ def test_row_details(admin_client, mix, token_dir):
     row = rows[due.pk]
     assert row.account.last_refresh_outcome == "failed"
     assert row.next_refresh_at is not None
-    assert row.file_state == selectors.FileState.MISSING
+    assert row.file_state == selectors.FileState.IN_SYNC
+    assert rows[mix["file_problem"].pk].file_state == selectors.FileState.UNWRITABLE
+    assert rows[mix["file_problem"].pk].action_needed == "Fix the token file"
     assert rows[mix["expired"].pk].next_refresh_at is None
     assert rows[mix["pending"].pk].file_state == selectors.FileState.NOT_EXPORTED
     # A healthy token is next refreshed when it crosses the threshold.
@@ -98,10 +104,11 @@ def test_row_details(admin_client, mix, token_dir):
 def test_timeline_counts_expiries_per_day(admin_client, mix):
     dash = admin_client.get(URL).context["dash"]
     assert len(dash.bars) == 61
-    # Expiring (3 d), refresh_due (40 d), needs_reauth (30 d), error (45 d), healthy (59 d).
-    assert sum(bar.count for bar in dash.bars) == 5
+    # Expiring (3 d), refresh_due (40 d), needs_reauth (30 d), error (45 d), file problem
+    # (55 d), healthy (59 d).
+    assert sum(bar.count for bar in dash.bars) == 6
     page = admin_client.get(URL).content.decode()
-    assert page.count('<rect class="bar"') == 5
+    assert page.count('<rect class="bar"') == 6
     assert "<script" not in page.split('id="expiry-chart"')[1].split("</svg>")[0]
 
 

@@ -418,4 +418,5 @@ def test_export_does_not_overwrite_another_accounts_file(app, token_dir):
 
     assert (token_dir / USERNAME).read_text() == TOKEN
     other.refresh_from_db()
-    assert "already used by account 'Owner'" in other.file_error
+    assert "belongs to account 'Owner'" in other.file_error
+    assert other.file_state == "name_taken"

@@ -10,7 +10,15 @@ staff: they never hold a secret.
 
 from .alerts import AlertItem, AlertReport, alerts_dispatch, webhook_signature
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
-from .files import ReconcileReport, token_export, token_files_reconcile
+from .files import (
+    FileNameTaken,
+    ReconcileReport,
+    token_export,
+    token_file_dead_token_apply,
+    token_file_remove,
+    token_file_take_over,
+    token_files_reconcile,
+)
 from .keys import secrets_reencrypt
 from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
 from .refresh import (
@@ -59,6 +67,10 @@ __all__ = [
     "profile_fields",
     "secrets_reencrypt",
     "token_export",
+    "FileNameTaken",
+    "token_file_dead_token_apply",
+    "token_file_remove",
+    "token_file_take_over",
     "token_files_reconcile",
     "ReconcileReport",
     "token_import",

@@ -12,19 +12,42 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from .. import selectors
-from ..models import Account, Event, Token, validate_token_filename
+from ..models import Account, Event, Token, TokenFile, validate_token_filename
 from ..selectors import FileState
-from .common import Actor, event_record
+from .common import Actor, FlowError, event_record
+
+
+class FileNameTaken(Exception):
+    """Another account (or a deleted one) owns the file name this account would write."""
+
+    def __init__(self, *, name: str, owner: TokenFile) -> None:
+        self.name, self.owner = name, owner
+        if owner.account is None:
+            whose = f"the deleted account '{owner.account_label}' (an orphaned file)"
+        elif owner.status == TokenFile.Status.ORPHANED:
+            whose = f"account '{owner.account.label}' (id {owner.account_id}), which left it"
+        else:
+            whose = f"account '{owner.account.label}' (id {owner.account_id})"
+        super().__init__(
+            f"Token file not written: the file name {name!r} belongs to {whose}. Give this "
+            f"account another token file name, or take the file over from its page."
+        )
 
 
 def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | None:
     """Write the account's token file atomically (temporary file in the same directory,
-    fsync, rename) with the configured mode and group. A failure is recorded on the
-    account and the event log and leaves the previous file intact. Returns the path
-    written, or None when nothing was (export disabled, no token, or failure)."""
+    fsync, rename) with the configured mode and group, under the name the account owns.
+
+    The first export claims the name (the explicit token file name, else the Instagram
+    username); a name another account owns is never written: the account's file state
+    becomes `name_taken`. When staff set another token file name, the old file is left
+    on disk, flagged orphaned. A failure is recorded on the account (`file_state`,
+    `file_error`) and, when new, in the event log, and leaves the previous file intact.
+    Returns the path written, or None when nothing was (export off, no long-lived token,
+    or failure)."""
     with transaction.atomic():
         # The account row is held while its file is written, so two writers (a refresh and
         # the reconcile task) cannot interleave and leave the older token on disk.
@@ -33,43 +56,175 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
             .select_related("token")
             .get(pk=account.pk)
         )
-        if not account.export_enabled:
-            return None
         token = getattr(account, "token", None)
-        if token is None or token.kind != Token.Kind.LONG:
+        if not account.export_enabled or token is None or token.kind != Token.Kind.LONG:
+            _record_state(account=account, state=FileState.NOT_EXPORTED, error="", now=now)
             return None
         try:
-            path = _export(account=account, token=token)
-        except (OSError, ValidationError, LookupError) as exc:
-            message = _export_error_text(exc, account.export_filename)
-            Account.objects.filter(pk=account.pk).update(file_error=message)
-            event_record(account=account, action="export", outcome=Event.Outcome.FAILED,
-                         message=message, actor=actor, now=now)
+            claim = _claim(account=account, actor=actor, now=now)
+            path = _write_atomically(
+                directory=Path(settings.TOKEN_EXPORT_DIR),
+                name=claim.name,
+                content=selectors.token_file_content(account=account, token=token),
+                mode=settings.TOKEN_FILE_MODE,
+                group=settings.TOKEN_FILE_GROUP,
+            )
+        except FileNameTaken as exc:
+            _export_failed(account=account, state=FileState.NAME_TAKEN, message=str(exc),
+                           actor=actor, now=now)
             return None
-        Account.objects.filter(pk=account.pk).update(file_error="", file_written_at=now)
+        except (OSError, ValidationError, LookupError) as exc:
+            message = _export_error_text(exc, selectors.token_file_name(account=account))
+            _export_failed(account=account, state=FileState.UNWRITABLE, message=message,
+                           actor=actor, now=now)
+            return None
+        TokenFile.objects.filter(pk=claim.pk).update(written_at=now)
+        Account.objects.filter(pk=account.pk).update(
+            file_error="", file_written_at=now, file_state=FileState.IN_SYNC,
+            file_checked_at=now,
+        )
         event_record(account=account, action="export", outcome=Event.Outcome.OK,
                      message=f"Wrote {path}.", actor=actor, now=now)
     return path
 
 
-def _export(*, account: Account, token: Token) -> Path:
-    name = account.export_filename
+def token_file_dead_token_apply(*, account: Account, actor: Actor, now: datetime) -> None:
+    """Call once the account's token is dead: with TOKEN_FILE_DEAD_TOKEN=empty its file is
+    emptied now rather than at the next reconcile run; with `keep` (default) the file
+    keeps the last token and nothing is written."""
+    if settings.TOKEN_FILE_DEAD_TOKEN == "empty":
+        token_export(account=account, actor=actor, now=now)
+
+
+def _record_state(*, account: Account, state: str, error: str, now: datetime) -> None:
+    if account.file_state != state or account.file_error != error:
+        Account.objects.filter(pk=account.pk).update(
+            file_state=state, file_error=error, file_checked_at=now
+        )
+
+
+def _export_failed(
+    *, account: Account, state: str, message: str, actor: Actor, now: datetime
+) -> None:
+    # A job retrying the same failure every few minutes says it once; a person always hears.
+    news = account.file_error != message or actor.user is not None
+    Account.objects.filter(pk=account.pk).update(
+        file_error=message, file_state=state, file_checked_at=now
+    )
+    if news:
+        event_record(account=account, action="export", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+
+
+def _claim(*, account: Account, actor: Actor, now: datetime) -> TokenFile:
+    """The account's token file record for the name it should write, claiming the name
+    when it is free (caller holds the account row). Raises FileNameTaken or
+    ValidationError (no name, or an unsafe one)."""
+    current = selectors.token_file_current(account=account)
+    name = selectors.token_file_name_given(account=account, current=current)
     if not name:
         raise ValidationError("The account has no token file name and no username yet.")
     validate_token_filename(name)
-    owner = selectors.account_owning_filename(account=account)
-    if owner is not None:
-        raise ValidationError(
-            f"The file name {name!r} is already used by account '{owner.label}'; give "
-            f"one of them another token file name."
-        )
-    return _write_atomically(
-        directory=Path(settings.TOKEN_EXPORT_DIR),
-        name=name,
-        content=selectors.token_file_content(account=account, token=token),
-        mode=settings.TOKEN_FILE_MODE,
-        group=settings.TOKEN_FILE_GROUP,
+    if current is not None and current.name == name:
+        return current
+    record = TokenFile.objects.select_for_update().filter(name=name).first()
+    if record is not None and record.account_id != account.pk:
+        raise FileNameTaken(name=name, owner=record)
+    if current is not None:
+        _orphan(record=current, actor=actor, now=now)
+    if record is not None:
+        # The account's own orphaned file, named again: it is current once more.
+        record.status, record.orphaned_at, record.claimed_at = TokenFile.Status.CURRENT, None, now
+        record.account_label = account.label
+        record.save(update_fields=["status", "orphaned_at", "claimed_at", "account_label"])
+        return record
+    try:
+        with transaction.atomic():
+            return TokenFile.objects.create(name=name, account=account,
+                                            account_label=account.label, claimed_at=now)
+    except IntegrityError:
+        # Another account claimed it a moment ago.
+        owner = TokenFile.objects.select_related("account").get(name=name)
+        raise FileNameTaken(name=name, owner=owner) from None
+
+
+def _orphan(*, record: TokenFile, actor: Actor, now: datetime) -> None:
+    record.status, record.orphaned_at = TokenFile.Status.ORPHANED, now
+    record.save(update_fields=["status", "orphaned_at"])
+    event_record(
+        account=record.account, action="file_orphaned", outcome=Event.Outcome.OK,
+        message=(f"Token file {record.name!r} is no longer written (the account's file was "
+                 f"renamed); it stays on disk until an operator removes it."),
+        actor=actor, now=now,
     )
+
+
+def token_file_take_over(*, account: Account, actor: Actor, now: datetime) -> Path | None:
+    """Give the account the file name another account (or a deleted one) owns, then write
+    it. The former owner stops writing that file: its own file state becomes `name_taken`
+    until staff give it another name. Logged on both accounts. Callers check the
+    `accounts.take_over_tokenfile` permission. Returns what `token_export` returns."""
+    with transaction.atomic():
+        account = Account.objects.select_for_update(of=("self",)).get(pk=account.pk)
+        name = selectors.token_file_name(account=account)
+        if not name:
+            raise FlowError("This account has no token file name yet.", account=account)
+        record = (
+            TokenFile.objects.select_for_update(of=("self",)).select_related("account")
+            .filter(name=name).first()
+        )
+        if record is not None and record.account_id != account.pk:
+            former = record.account
+            current = selectors.token_file_current(account=account)
+            if current is not None:
+                _orphan(record=current, actor=actor, now=now)
+            record.account, record.account_label = account, account.label
+            record.status, record.orphaned_at, record.claimed_at = (
+                TokenFile.Status.CURRENT, None, now)
+            record.save()
+            whose = f"account '{former.label}'" if former else "a deleted account"
+            event_record(account=account, action="file_take_over", outcome=Event.Outcome.OK,
+                         message=f"Took over token file {name!r} from {whose}.",
+                         actor=actor, now=now)
+            if former is not None:
+                message = (f"Token file not written: its file {name!r} was taken over by "
+                           f"account '{account.label}'. Give this account another token file "
+                           f"name, or turn its export off.")
+                Account.objects.filter(pk=former.pk).update(
+                    file_state=FileState.NAME_TAKEN, file_error=message, file_checked_at=now)
+                event_record(account=former, action="file_take_over", outcome=Event.Outcome.OK,
+                             message=message, actor=actor, now=now)
+    return token_export(account=account, actor=actor, now=now)
+
+
+def token_file_remove(*, token_file: TokenFile, actor: Actor, now: datetime) -> bool:
+    """Delete an orphaned token file from disk and forget it. Refuses (FlowError) a file
+    an account still writes. Returns whether a file was on disk. Logged."""
+    with transaction.atomic():
+        record = TokenFile.objects.select_for_update().filter(pk=token_file.pk).first()
+        if record is None:
+            return False
+        if record.status == TokenFile.Status.CURRENT and record.account_id is not None:
+            raise FlowError(f"Token file {record.name!r} is still written by its account; "
+                            f"only orphaned files can be removed.")
+        validate_token_filename(record.name)
+        path = Path(settings.TOKEN_EXPORT_DIR) / record.name
+        try:
+            path.unlink()
+            existed = True
+        except FileNotFoundError:
+            existed = False
+        except OSError as exc:
+            raise FlowError(f"Could not remove {record.name!r}: "
+                            f"{exc.strerror or type(exc).__name__}.") from None
+        record.delete()
+        event_record(
+            account=record.account, action="file_removed", outcome=Event.Outcome.OK,
+            message=(f"Removed orphaned token file {record.name!r}"
+                     + ("." if existed else " (it was no longer on disk).")),
+            actor=actor, now=now,
+        )
+    return existed
 
 
 def _export_error_text(exc: Exception, name: str) -> str:
@@ -115,6 +270,9 @@ def _write_atomically(*, directory: Path, name: str, content: str, mode: int, gr
 
 @dataclass(frozen=True)
 class ReconcileReport:
+    """What a reconcile run found: accounts checked, files rewritten, files it could not
+    make right (each such account is left in a file-problem state)."""
+
     checked: int
     rewritten: int
     failed: int
@@ -123,15 +281,27 @@ class ReconcileReport:
 def token_files_reconcile(
     *, actor: Actor, now: datetime, rewrite_all: bool = False
 ) -> ReconcileReport:
-    """Rewrite every token file that is missing, stale, or has the wrong mode or group
-    (all of them with `rewrite_all`), so the files match the database."""
+    """Check every token file against the database and rewrite the ones that are missing,
+    stale, or have the wrong mode or group (all of them with `rewrite_all`). Records each
+    account's file state, so a file that cannot be made right shows as a file problem on
+    the dashboard, in the metrics and in the alerts."""
     checked = rewritten = failed = 0
+    in_sync: list[int] = []
     for account in selectors.token_files_to_check():
         checked += 1
         if not rewrite_all and selectors.token_file_state(account=account) == FileState.IN_SYNC:
+            in_sync.append(account.pk)
             continue
         if token_export(account=account, actor=actor, now=now) is None:
             failed += 1
         else:
             rewritten += 1
+    if in_sync:
+        Account.objects.filter(pk__in=in_sync).update(
+            file_state=FileState.IN_SYNC, file_error="", file_checked_at=now
+        )
+    # Accounts that no longer write a file (export off, token gone) carry no file state.
+    Account.objects.exclude(pk__in=selectors.token_files_to_check().values("pk")).exclude(
+        file_state=FileState.NOT_EXPORTED
+    ).update(file_state=FileState.NOT_EXPORTED, file_error="", file_checked_at=now)
     return ReconcileReport(checked=checked, rewritten=rewritten, failed=failed)

@@ -20,7 +20,7 @@ from .. import selectors
 from ..instagram import InstagramError, RateLimited, TokenInvalid, Transient, Usage
 from ..models import Account, Event, PendingToken, SweepState, Token
 from .common import Actor, FlowError, event_record, instagram_client
-from .files import token_export
+from .files import token_export, token_file_dead_token_apply
 from .oauth import pending_token_swap
 
 
@@ -33,6 +33,7 @@ class Outcome:
     NEEDS_REAUTH = "needs_reauth"
     RETRY = "retry"  # temporary failure: try again after `retry_in` seconds
     DEFERRED = "deferred"  # throttled for longer than a task retry may wait: next sweep
+    PAUSED = "paused"  # not attempted: a rate-limit pause holds; the sweep after it retries
     FAILED = "failed"  # another error: recorded, next sweep tries again
 
 
@@ -81,11 +82,28 @@ def token_refresh(
         # Re-checked under the lock: whoever held it before may have just refreshed it.
         if not candidates.filter(pk=token.pk).exists():
             return RefreshResult(Outcome.NOT_DUE)
+        paused_until = selectors.refresh_paused_until(now=now)
+        if paused_until is not None:
+            return _defer_for_pause(token=token, until=paused_until, now=now)
         result = _refresh_locked(token=token, actor=actor, now=now)
     if result.outcome == Outcome.REFRESHED:
         # After commit: a failed file write keeps the new token; reconcile repairs the file.
         token_export(account=token.account, actor=actor, now=now)
+    elif result.outcome == Outcome.NEEDS_REAUTH:
+        token_file_dead_token_apply(account=token.account, actor=actor, now=now)
     return result
+
+
+def _defer_for_pause(*, token: Token, until: datetime, now: datetime) -> RefreshResult:
+    """Instagram asked us to slow down: no call, no failure counted; the token waits for
+    the first sweep after the pause (its back-off time moves to the pause's end)."""
+    if token.next_attempt_at is None or token.next_attempt_at < until:
+        Token.objects.filter(pk=token.pk).update(next_attempt_at=until)
+    seconds = max(int((until - now).total_seconds()), 1)
+    return RefreshResult(
+        Outcome.PAUSED, retry_in=seconds,
+        message=f"Not attempted: Instagram asked to slow down until {until:%Y-%m-%d %H:%M} UTC.",
+    )
 
 
 def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResult:
@@ -149,7 +167,7 @@ def usage_record(
     if usage is None and not rate_limited:
         return
     percent = usage.percent if usage else 100
-    fields: dict = {"usage_percent": percent}
+    fields: dict = {"usage_percent": percent, "usage_recorded_at": now}
     if rate_limited or percent >= settings.USAGE_STOP_PERCENT:
         pause = (usage.regain_seconds if usage else None) or retry_after or 900
         fields["throttled_until"] = now + timedelta(seconds=pause)
@@ -175,12 +193,13 @@ def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
     SweepState.objects.update_or_create(pk=1, defaults={"last_started_at": now})
     plan = pending_sweep(actor=actor, now=now)
     plan.flagged += tokens_flag_expired(actor=actor, now=now)
-    state = selectors.sweep_state()
-    if state.throttled_until and state.throttled_until > now:
-        plan.throttled_until = state.throttled_until
+    paused_until = selectors.refresh_paused_until(now=now)
+    if paused_until is not None:
+        plan.throttled_until = paused_until
         return plan
     plan.refresh_ids = list(selectors.tokens_due(now=now).values_list("account_id", flat=True))
-    if state.usage_percent >= settings.USAGE_SLOWDOWN_PERCENT and plan.refresh_ids:
+    usage = selectors.usage_percent(now=now)
+    if usage >= settings.USAGE_SLOWDOWN_PERCENT and plan.refresh_ids:
         # The last delayed task must still start well inside Redis' visibility timeout,
         # or Redis would hand it out a second time.
         visibility = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get(
@@ -240,6 +259,7 @@ def tokens_flag_expired(*, actor: Actor, now: datetime) -> int:
             flagged += 1
             event_record(account=token.account, action="refresh", outcome=Event.Outcome.FAILED,
                          message=message, actor=actor, now=now)
+            token_file_dead_token_apply(account=token.account, actor=actor, now=now)
     return flagged
 
 

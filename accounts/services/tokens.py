@@ -17,7 +17,7 @@ from .common import (
     instagram_client,
     profile_fields,
 )
-from .files import token_export
+from .files import token_export, token_file_dead_token_apply
 
 
 def token_store(
@@ -119,6 +119,8 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
             account=account, action="verify", outcome=Event.Outcome.FAILED,
             message=str(exc), actor=actor, now=now,
         )
+        if isinstance(exc, TokenInvalid):
+            token_file_dead_token_apply(account=account, actor=actor, now=now)
         raise FlowError(f"Instagram did not accept the token: {exc}", account=account) from None
     if account.ig_user_id and account.ig_user_id != profile.id:
         message = (
@@ -134,6 +136,32 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
     event_record(account=account, action="verify", outcome=Event.Outcome.OK,
                  message=f"Token belongs to @{profile.username}.", actor=actor, now=now)
     return profile
+
+
+# Instagram's code for "this token itself is invalid" (expired, revoked, logged out).
+_TOKEN_DEAD_CODE = 190
+
+
+def _learn_expiry(
+    *, client: instagram.InstagramClient, access_token: str, now: datetime
+) -> tuple[str, datetime, datetime]:
+    """Refresh a long-lived token /me has just accepted, to learn its expiry. Returns the
+    token to keep, its expiry and when it was obtained (UTC).
+
+    Instagram refuses to refresh a token under 24 hours old, with an undocumented error
+    (shared/instagram-api.md, section 4; a test server answers code 10): any refusal other
+    than 190 therefore means a young token, counted as expiring 59 days from now and
+    obtained now, so the sweep leaves it alone for its first day. Raises TokenInvalid
+    (190 only), Transient or RateLimited (nothing is known yet: try again)."""
+    try:
+        long = client.refresh(access_token=access_token)
+    except (instagram.Transient, instagram.RateLimited):
+        raise
+    except InstagramError as exc:
+        if isinstance(exc, TokenInvalid) and exc.code == _TOKEN_DEAD_CODE:
+            raise
+        return access_token, now + LONG_LIVED_LIFETIME - timedelta(days=1), now
+    return long.access_token, now + timedelta(seconds=long.expires_in), now
 
 
 def token_import(
@@ -169,21 +197,21 @@ def token_import(
             )
             access_token, expires_at = long.access_token, now + timedelta(seconds=long.expires_in)
         elif expires_at is None:
-            try:
-                long = client.refresh(access_token=access_token)
-            except (TokenInvalid, instagram.Transient, instagram.RateLimited):
-                raise
-            except InstagramError:
-                expires_at = now + LONG_LIVED_LIFETIME - timedelta(days=1)
-            else:
-                access_token = long.access_token
-                expires_at = now + timedelta(seconds=long.expires_in)
+            access_token, expires_at, obtained_at = _learn_expiry(
+                client=client, access_token=access_token, now=now
+            )
         else:
             # Best estimate of when it was issued; refreshes only need "older than 24 h".
             obtained_at = min(now, expires_at - LONG_LIVED_LIFETIME)
     except InstagramError as exc:
         event_record(account=account, action="import", outcome=Event.Outcome.FAILED,
                      message=str(exc), actor=actor, now=now)
+        if isinstance(exc, instagram.Transient | instagram.RateLimited):
+            raise FlowError(
+                f"Instagram could not be asked about the token just now ({exc}). Nothing was "
+                f"stored; try again in a few minutes, or give the token's expiry.",
+                account=account,
+            ) from None
         raise FlowError(f"Instagram did not accept the token: {exc}", account=account) from None
     token = token_store(
         account=account,

@@ -56,7 +56,12 @@ class Command(BaseCommand):
             )
         except FlowError as exc:
             raise CommandError(exc.message)
-        self.stdout.write(selectors.account_summary(account_id=account.pk, verb="imported"))
+        summary = selectors.account_summary(account_id=account.pk, verb="imported")
+        self.stdout.write(summary.text)
+        if not summary.file_ok:
+            # The token is stored, but the website does not have it: cron must hear of it.
+            raise CommandError("The token was stored but its file was not written; the "
+                               "website still reads the old one. See the message above.")
 
 
 def _parse_when(text: str) -> datetime:

@@ -52,20 +52,32 @@ class Command(BaseCommand):
         for account_id in swap_ids:
             result = services.pending_swap(account_id=account_id, actor=actor, now=now)
             failures += self._report(account_id, "swap", result)
-        if throttled_until:
-            self.stderr.write(f"Paused: Instagram asked to slow down until "
-                              f"{throttled_until:%Y-%m-%d %H:%M} UTC.")
-            candidates = candidates.none()
         ids = list(candidates.values_list("account_id", flat=True))
+        deferred = 0
+        if throttled_until:
+            deferred = len(ids)
+            self.stderr.write(f"Paused: Instagram asked to slow down until "
+                              f"{throttled_until:%Y-%m-%d %H:%M} UTC; {deferred} due "
+                              f"refresh(es) not attempted.")
+            ids = []
         for account_id in ids:
             result = services.token_refresh(account_id=account_id, actor=actor, now=now,
                                             force=options["force"])
+            if result.outcome == Outcome.PAUSED:
+                # Instagram rate-limited an earlier refresh of this run: stop calling it.
+                deferred += 1
             failures += self._report(account_id, "refresh", result)
         if chosen is None:
             services.sweep_record_success(enqueued=len(ids) + len(swap_ids), now=now)
+        problems = []
         if failures:
-            raise CommandError(f"{failures} of {len(ids) + len(swap_ids)} refreshes failed; "
-                               f"see the events.")
+            problems.append(f"{failures} of {len(ids) + len(swap_ids)} refreshes failed or "
+                            f"left a token file unwritten; see the events")
+        if deferred:
+            problems.append(f"{deferred} due refresh(es) deferred by Instagram's rate-limit "
+                            f"pause; the next run after it takes them")
+        if problems:
+            raise CommandError("; ".join(problems) + ".")
 
     def _chosen_ids(self, keys: list[str]) -> list[int] | None:
         if not keys:
@@ -82,7 +94,9 @@ class Command(BaseCommand):
         """Print one line; return 1 if it counts as a failure (exit status 1)."""
         account = Account.objects.get(pk=account_id)
         line = f"{account.label}: " + (f"{what} " if what != "refresh" else "") + result.outcome
-        failed = result.outcome not in (Outcome.REFRESHED, Outcome.NOT_DUE, Outcome.BUSY)
+        failed = result.outcome not in (
+            Outcome.REFRESHED, Outcome.NOT_DUE, Outcome.BUSY, Outcome.PAUSED
+        )
         if result.message:
             line += f" ({result.message})"
         if result.outcome == Outcome.REFRESHED and account.file_error:
