@@ -350,6 +350,10 @@ class FakeInstagram:
         """Register (or replace) a user; missing ids are random 17-digit strings > 2**53."""
         return self._state.add_user(username, id, user_id, account_type)
 
+    def rename_user(self, old: str, new: str) -> FakeUser:
+        """The user now goes by ``new``: same ids and tokens; raises KeyError, ValueError."""
+        return self._state.rename_user(old, new)
+
     # ----------------------------------------------------------------- clock
 
     def now(self) -> datetime:

@@ -398,6 +398,20 @@ class FakeState:
             self.users[username] = user
         return user
 
+    def rename_user(self, old: str, new: str) -> FakeUser:
+        """The user changes their username (Instagram lets people do that, and a freed
+        name can go to someone else): same ids, same tokens, /me answers the new name."""
+        with self.lock:
+            if new in self.users:
+                raise ValueError(f"username {new!r} is taken")
+            user = self.users.pop(old)
+            user.username = new
+            self.users[new] = user
+            for token in self.tokens.values():
+                if token.username == old:
+                    token.username = new
+            return user
+
     def ensure_user(self, username: str) -> FakeUser:
         """Return the user, creating it when unknown."""
         with self.lock:
