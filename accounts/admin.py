@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from . import dashboard, selectors, services
-from .forms import ImportTokenForm, InstagramAppForm, PasteForm
+from .forms import AccountForm, ImportTokenForm, InstagramAppForm, PasteForm
 from .instagram import mask
 from .models import Account, Event, InstagramApp, TokenFile
 from .selectors import FileState
@@ -49,6 +49,7 @@ def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    form = AccountForm
     list_display = [
         "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
     ]
@@ -216,8 +217,13 @@ class AccountAdmin(admin.ModelAdmin):
                 form.changed_data):
             # A rename, a format change or export turned on takes effect now, not at the
             # next reconcile run; the old file of a rename is left on disk, orphaned.
-            services.token_export(account=obj, actor=Actor(user=request.user),
-                                  now=timezone.now())
+            path = services.token_export(account=obj, actor=Actor(user=request.user),
+                                         now=timezone.now())
+            obj.refresh_from_db()
+            if path is not None:
+                self.message_user(request, f"{obj}: wrote {path}.", messages.SUCCESS)
+            elif obj.file_error:
+                self.message_user(request, f"{obj}: {obj.file_error}", messages.WARNING)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django import forms
 
+from . import selectors
 from .instagram import mask
-from .models import InstagramApp, Token
+from .models import Account, InstagramApp, Token
 
 
 class InstagramAppForm(forms.ModelForm):
@@ -87,3 +88,24 @@ class ImportTokenForm(forms.Form):
         help_text="When the long-lived token expires (UTC, YYYY-MM-DD HH:MM), if you know. "
         "Blank: the registry refreshes it once to learn its expiry.",
     )
+
+
+class AccountForm(forms.ModelForm):
+    """Refuses a token file name another account (or a deleted one) owns, naming it."""
+
+    class Meta:
+        model = Account
+        fields = ["app", "label", "token_filename", "export_enabled", "export_format"]
+
+    def clean_token_filename(self) -> str:
+        name = self.cleaned_data.get("token_filename", "")
+        if name:
+            blocker = selectors.token_file_blocker(account=self.instance, name=name)
+            if blocker is not None:
+                whose = (f"account '{blocker.account.label}'" if blocker.account
+                         else f"the deleted account '{blocker.account_label}'")
+                raise forms.ValidationError(
+                    f"The file {name!r} belongs to {whose}. Choose another name, or remove "
+                    f"the orphaned file in Token files first."
+                )
+        return name

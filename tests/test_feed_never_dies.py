@@ -490,3 +490,19 @@ def test_viewers_of_the_dashboard_see_the_file_name(admin_client, fake, login_ap
     services.token_export(account=account, actor=ACTOR, now=timezone.now())
     page = admin_client.get(DASHBOARD).content.decode()
     assert "<code>shop-feed</code>" in page
+
+
+def test_the_admin_refuses_a_file_name_another_account_owns(admin_client, fake, login_app,
+                                                            token_dir):
+    owner = due_account(fake, login_app, "Owner", username="shop", age=5 * DAY)
+    services.token_export(account=owner, actor=ACTOR, now=timezone.now())
+    other = due_account(fake, login_app, "Other", username="other", age=5 * DAY)
+    services.token_export(account=other, actor=ACTOR, now=timezone.now())
+    change = reverse("admin:accounts_account_change", args=[other.pk])
+    response = admin_client.post(change, {"app": login_app.pk, "label": "Other",
+                                          "token_filename": "shop", "export_enabled": "on",
+                                          "export_format": "text"})
+    assert response.status_code == 200
+    assert "belongs to account &#x27;Owner&#x27;" in response.content.decode()
+    assert reload(other).token_filename == ""
+    assert (token_dir / "shop").read_text() == reload(owner).token.value
