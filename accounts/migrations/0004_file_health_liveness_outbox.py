@@ -102,7 +102,7 @@ def claim_written_files(apps, schema_editor):
             TokenFile.objects.create(name=name, account=account, account_label=account.label,
                                      status="current", claimed_at=now,
                                      written_at=account.file_written_at)
-    Account.objects.filter(file_written_at__isnull=False, file_error="").update(
+    Account.objects.filter(file_error="", token_files__status="current").update(
         file_state="in_sync", file_checked_at=now)
     Account.objects.exclude(file_error="").update(file_state="unwritable", file_checked_at=now)
 
