@@ -701,3 +701,35 @@ def test_revoked_token_needs_reauth_after_one_call_and_is_not_retried(
     assert token.value == old_value and token.next_attempt_at is None
     assert refresh_events(account_id) == [Event.Outcome.FAILED]
     assert not (token_dir / "revoked_shop").exists()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_refreshes_queued_before_a_rate_limit_wait_out_the_pause_without_calling_instagram(
+    broker, fake, login_app, token_dir, quick_retries
+):
+    """The first refresh fails for a moment (a retry is scheduled), the second is
+    rate-limited (Instagram says: 5 minutes). The refreshes still on the queue and the
+    first one's retry meet the pause: they do not call Instagram, count no failure, and
+    wait for the first sweep after it."""
+    ids = [make_account(fake, login_app, f"queued_shop_{i}")[0] for i in range(4)]
+    fake.inject(REFRESH, status(503), rate_limited())
+
+    assert tasks.refresh_sweep()["refresh"] == 4
+    assert queued_refresh_ids(broker) == sorted(ids)
+    with in_process_worker(concurrency=1):
+        wait_for(lambda: broker_idle(broker), 20, "every queued refresh to be taken")
+        time.sleep(2.5)  # longer than any retry countdown with these settings
+        assert broker_idle(broker)
+
+    assert len(fake.calls(REFRESH)) == 2
+    pause_end = SweepState.objects.get(pk=1).throttled_until
+    assert pause_end > timezone.now() + timedelta(minutes=4)
+    tokens = Token.objects.filter(account_id__in=ids)
+    assert sorted(t.refresh_failures for t in tokens) == [0, 0, 1, 1]
+    assert all(t.next_attempt_at >= pause_end - timedelta(seconds=1) for t in tokens)
+    assert all(t.refresh_queued_for is None for t in tokens)  # every task was attempted
+    assert Event.objects.filter(action="refresh", outcome="failed").count() == 2
+    # The sweep itself holds off until the pause ends.
+    assert tasks.refresh_sweep()["refresh"] == 0
