@@ -16,7 +16,8 @@ from tests.conftest import require_service
 
 
 @pytest.fixture
-def swept(db):
+def swept(transactional_db):
+    # Committed: the checks read through their own thread's database connection.
     SweepState.objects.create(pk=1, last_succeeded_at=timezone.now() - timedelta(minutes=5))
 
 
@@ -25,11 +26,15 @@ def test_healthy(client, swept):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "broker", "sweep"}
+    assert set(body["checks"]) == {"database", "broker", "sweep", "refresh_queue"}
     assert body["checks"]["sweep"]["age_seconds"] >= 300
+    assert body["checks"]["refresh_queue"] == {
+        "ok": True, "queued": 0, "lag_seconds": 0, "max_lag_seconds": 30 * 60,
+        "oldest_due_at": None,
+    }
 
 
-def test_stale_sweep(client, db, settings):
+def test_stale_sweep(client, transactional_db, settings):
     assert client.get("/healthz").status_code == 503  # never swept
     settings.HEALTH_MAX_SWEEP_AGE_MINUTES = 30
     SweepState.objects.update_or_create(
