@@ -252,3 +252,30 @@ class RegistryCollector:
         if last is not None:
             sweep.add_metric([], last.timestamp())
         yield sweep
+        yield from self._queue_metrics(now=now)
+
+    def _queue_metrics(self, *, now: datetime) -> Iterator[Metric]:
+        """Worker liveness: queued refreshes no worker has attempted, how late the oldest
+        is, and (where the broker can say) how many messages wait in its queue."""
+        backlog = selectors.refresh_backlog(now=now)
+        lag = GaugeMetricFamily(
+            "igregistry_refresh_queue_lag_seconds",
+            "Seconds the longest-waiting queued refresh is past its planned start (0 if none).",
+        )
+        lag.add_metric([], backlog.lag_seconds)
+        yield lag
+        queued = GaugeMetricFamily(
+            "igregistry_refreshes_queued",
+            "Due refreshes handed to the broker that no worker has attempted yet.",
+        )
+        queued.add_metric([], backlog.queued)
+        yield queued
+        depth = GaugeMetricFamily(
+            "igregistry_broker_queue_depth",
+            "Messages waiting in the broker's queue (absent when the broker cannot say).",
+            labels=["queue"],
+        )
+        waiting = broker_queue_depth(timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS)
+        if waiting is not None:
+            depth.add_metric([broker_queue_name()], waiting)
+        yield depth
