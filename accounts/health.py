@@ -75,8 +75,8 @@ def health_report(*, now: datetime) -> HealthReport:
         done = dict(found)  # what a late thread records from now on is ignored
 
     report = HealthReport()
-    report.checks["database"] = done.get("database", _TIMEOUT)
-    report.checks["broker"] = done.get("broker", _TIMEOUT)
+    report.checks["database"] = done.get("database") or dict(_TIMEOUT)
+    report.checks["broker"] = done.get("broker") or dict(_TIMEOUT)
     database_ok = report.checks["database"]["ok"]
     for name, bounds in (("sweep", _sweep_bounds()), ("refresh_queue", _queue_bounds())):
         report.checks[name] = done.get(name) or {
