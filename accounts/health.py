@@ -1,17 +1,31 @@
-"""Health and metrics: what /healthz and /metrics report. Reads only."""
+"""Health and metrics: what /healthz, `manage.py healthcheck` and /metrics report. Reads only.
+
+The checks run in threads joined against one deadline (HEALTH_CHECK_TIMEOUT_SECONDS): a
+database or broker that accepts connections and never answers makes its check fail with
+"timeout" instead of holding the answer back. The database checks use their thread's own
+connection, closed when the thread ends, so a check left behind never touches the caller's.
+A check says which part failed and how (an exception's class name), never how to reach it.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from kombu import Connection
+from kombu.exceptions import ChannelError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import selectors
+
+_TIMEOUT = {"ok": False, "error": "timeout"}
+_NO_DATABASE = {"ok": False, "error": "database unreachable"}
 
 
 @dataclass
@@ -24,46 +38,182 @@ class HealthReport:
     def healthy(self) -> bool:
         return all(check["ok"] for check in self.checks.values())
 
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that failed, in report order."""
+        return [name for name, check in self.checks.items() if not check["ok"]]
+
+    def as_dict(self) -> dict:
+        """The JSON document /healthz and `manage.py healthcheck` show."""
+        return {"status": "ok" if self.healthy else "fail", "checks": self.checks}
+
 
 def health_report(*, now: datetime) -> HealthReport:
-    """Database reachable, broker reachable, last successful sweep recent enough."""
+    """Database reachable; broker reachable (with its queue depth, for information); last
+    successful sweep recent enough; queued refreshes taken by a worker within
+    REFRESH_QUEUE_MAX_LAG_MINUTES of their planned start (worker liveness).
+
+    Returns within HEALTH_CHECK_TIMEOUT_SECONDS (plus thread start-up): a check without an
+    answer by then fails with error "timeout"; the sweep and queue checks fail with
+    "database unreachable" when the database check failed."""
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    found: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def record(name: str, check: dict) -> None:
+        with lock:
+            found[name] = check
+
+    deadline = time.monotonic() + timeout
+    threads = [
+        _start(lambda: _database_checks(record=record, now=now)),
+        _start(lambda: record("broker", _broker_check(timeout=timeout))),
+    ]
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+    with lock:
+        done = dict(found)  # what a late thread records from now on is ignored
+
     report = HealthReport()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        report.checks["database"] = {"ok": True}
-    except DatabaseError as exc:
-        # The class name only: driver messages can carry host names and user names.
-        report.checks["database"] = {"ok": False, "error": type(exc).__name__}
-    report.checks["broker"] = _broker_check()
-    report.checks["sweep"] = _sweep_check(now=now, database_ok=report.checks["database"]["ok"])
+    report.checks["database"] = done.get("database") or dict(_TIMEOUT)
+    report.checks["broker"] = done.get("broker") or dict(_TIMEOUT)
+    database_ok = report.checks["database"]["ok"]
+    for name, bounds in (("sweep", _sweep_bounds()), ("refresh_queue", _queue_bounds())):
+        report.checks[name] = done.get(name) or {
+            **bounds, **(_TIMEOUT if database_ok else _NO_DATABASE)
+        }
     return report
 
 
-def _broker_check() -> dict:
-    from igregistry.celery import app
+def _start(target: Callable[[], object]) -> threading.Thread:
+    # Daemon: a check stuck past the deadline must not keep the process from exiting.
+    thread = threading.Thread(target=target, name="health-check", daemon=True)
+    thread.start()
+    return thread
 
-    started = time.monotonic()
+
+def _database_checks(*, record: Callable[[str, dict], None], now: datetime) -> None:
+    """The database ping, then the checks that read from it, each recorded as it answers."""
     try:
-        with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
-    except Exception as exc:  # kombu raises transport-specific errors; all mean "down"
-        return {"ok": False, "error": type(exc).__name__}
-    return {"ok": True, "seconds": round(time.monotonic() - started, 3)}
+        database = _guarded(_database_ping)
+        record("database", database)
+        if database["ok"]:
+            record("sweep", _guarded(lambda: _sweep_check(now=now), _sweep_bounds()))
+            record("refresh_queue", _guarded(lambda: _queue_check(now=now), _queue_bounds()))
+    finally:
+        connection.close()  # this thread's own connection; nobody else will close it
 
 
-def _sweep_check(*, now: datetime, database_ok: bool) -> dict:
-    max_age = timedelta(minutes=settings.HEALTH_MAX_SWEEP_AGE_MINUTES)
-    check: dict = {"max_age_seconds": int(max_age.total_seconds())}
-    if not database_ok:
-        return {**check, "ok": False, "error": "database unreachable"}
+def _guarded(check: Callable[[], dict], bounds: dict | None = None) -> dict:
+    try:
+        return check()
+    except DatabaseError as exc:
+        # The class name only: driver messages can carry host names and user names.
+        return {**(bounds or {}), "ok": False, "error": type(exc).__name__}
+
+
+def _database_ping() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+def _sweep_bounds() -> dict:
+    return {"max_age_seconds": int(settings.HEALTH_MAX_SWEEP_AGE_MINUTES * 60)}
+
+
+def _sweep_check(*, now: datetime) -> dict:
+    check = _sweep_bounds()
     last = selectors.sweep_state().last_succeeded_at
     if last is None:
         return {**check, "ok": False, "error": "no sweep has succeeded yet",
                 "last_success": None}
     age = now - last
-    return {**check, "ok": age <= max_age, "last_success": last.isoformat(),
-            "age_seconds": int(age.total_seconds())}
+    return {**check, "ok": age <= timedelta(seconds=check["max_age_seconds"]),
+            "last_success": last.isoformat(), "age_seconds": int(age.total_seconds())}
+
+
+def _queue_bounds() -> dict:
+    return {"max_lag_seconds": int(settings.REFRESH_QUEUE_MAX_LAG_MINUTES * 60)}
+
+
+def _queue_check(*, now: datetime) -> dict:
+    """Worker liveness: the sweep marks each refresh it hands to the broker and the attempt
+    clears the mark, so a mark older than the bound means no worker is taking the queue
+    (none running, or all stuck)."""
+    check = _queue_bounds()
+    backlog = selectors.refresh_backlog(now=now)
+    oldest = backlog.oldest_due_at
+    return {**check, "ok": backlog.lag_seconds <= check["max_lag_seconds"],
+            "queued": backlog.queued, "lag_seconds": int(backlog.lag_seconds),
+            "oldest_due_at": oldest.isoformat() if oldest else None}
+
+
+def _broker_check(*, timeout: float) -> dict:
+    started = time.monotonic()
+    try:
+        with _broker_connection(timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout)
+            depth = _queue_depth(conn)
+    except Exception as exc:  # kombu raises transport-specific errors; all mean "down"
+        return {"ok": False, "error": type(exc).__name__}
+    check: dict = {"ok": True, "seconds": round(time.monotonic() - started, 3)}
+    if depth is not None:
+        check["queue_depth"] = depth  # information: a long queue is not by itself a failure
+    return check
+
+
+def broker_queue_depth(*, timeout: float) -> int | None:
+    """Messages waiting (not yet delivered to a worker) in Celery's default queue; None
+    when the broker is down, cannot say, or takes longer than `timeout` seconds."""
+    answer: list[int | None] = []
+
+    def ask() -> None:
+        try:
+            with _broker_connection(timeout=timeout) as conn:
+                conn.ensure_connection(max_retries=0, timeout=timeout)
+                answer.append(_queue_depth(conn))
+        except Exception:  # down or unsupported: the gauge is simply absent
+            answer.append(None)
+
+    _start(ask).join(timeout)
+    return answer[0] if answer else None
+
+
+def broker_queue_name() -> str:
+    """The queue the refresh tasks go to (Celery's default queue)."""
+    from igregistry.celery import app
+
+    return app.conf.task_default_queue
+
+
+def _broker_connection(*, timeout: float) -> Connection:
+    """A connection of its own to the broker, with short socket timeouts on this connection
+    only (the worker's and the publisher's connections keep theirs)."""
+    from igregistry.celery import app
+
+    url = settings.CELERY_BROKER_URL
+    options: dict = {}
+    if urlsplit(url).scheme in ("redis", "rediss"):
+        options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    return app.connection_for_write(url, transport_options=options, connect_timeout=timeout)
+
+
+def _queue_depth(conn: Connection) -> int | None:
+    """A passive declare answers with the message count (Redis, the filesystem transport,
+    AMQP). A queue that does not exist holds nothing: Redis drops an empty list."""
+    channel = conn.channel()
+    try:
+        _, count, _ = channel.queue_declare(queue=broker_queue_name(), passive=True)
+    except ChannelError as exc:
+        if str(getattr(exc, "reply_code", "")) == "404":
+            return 0
+        raise
+    except NotImplementedError:
+        return None
+    finally:
+        channel.close()
+    return int(count)
 
 
 class RegistryCollector:
@@ -102,3 +252,30 @@ class RegistryCollector:
         if last is not None:
             sweep.add_metric([], last.timestamp())
         yield sweep
+        yield from self._queue_metrics(now=now)
+
+    def _queue_metrics(self, *, now: datetime) -> Iterator[Metric]:
+        """Worker liveness: queued refreshes no worker has attempted, how late the oldest
+        is, and (where the broker can say) how many messages wait in its queue."""
+        backlog = selectors.refresh_backlog(now=now)
+        lag = GaugeMetricFamily(
+            "igregistry_refresh_queue_lag_seconds",
+            "Seconds the longest-waiting queued refresh is past its planned start (0 if none).",
+        )
+        lag.add_metric([], backlog.lag_seconds)
+        yield lag
+        queued = GaugeMetricFamily(
+            "igregistry_refreshes_queued",
+            "Due refreshes handed to the broker that no worker has attempted yet.",
+        )
+        queued.add_metric([], backlog.queued)
+        yield queued
+        depth = GaugeMetricFamily(
+            "igregistry_broker_queue_depth",
+            "Messages waiting in the broker's queue (absent when the broker cannot say).",
+            labels=["queue"],
+        )
+        waiting = broker_queue_depth(timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS)
+        if waiting is not None:
+            depth.add_metric([broker_queue_name()], waiting)
+        yield depth

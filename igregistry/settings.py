@@ -92,6 +92,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Seconds libpq may spend connecting (TCP and start-up): a database host that accepts
+    # the connection and never answers fails a request or a health check instead of hanging
+    # it. A connect_timeout in DATABASE_URL's query string wins.
+    # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -263,6 +270,12 @@ HEALTH_MAX_SWEEP_AGE_MINUTES = env.float(
 # Worker liveness: /healthz fails, and staff are alerted, when a due refresh handed to the
 # broker has waited longer than this past its planned start (no worker, or all stuck).
 REFRESH_QUEUE_MAX_LAG_MINUTES = env.float("REFRESH_QUEUE_MAX_LAG_MINUTES", default=30)
+# Overall deadline of /healthz (and `manage.py healthcheck`), seconds: a check that has not
+# answered by then counts as failed ("timeout"), so a hung database or broker gives a quick
+# 503 rather than no answer. The broker check's socket timeouts are the same.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3)
+if HEALTH_CHECK_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("HEALTH_CHECK_TIMEOUT_SECONDS must be positive.")
 # /metrics: with METRICS_TOKEN set, only requests with "Authorization: Bearer <token>";
 # without it, only from METRICS_ALLOWED_IPS (default: this machine).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
