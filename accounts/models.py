@@ -152,6 +152,15 @@ class Account(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["status"], name="account_status_idx")]
+        # What operators may do to an account's token, each checked where it is done
+        # (admin actions and pages, the OAuth callback). Viewers hold none of them.
+        permissions = [
+            ("authorize_account", "Can authorize an account with Instagram (and paste)"),
+            ("verify_account", "Can verify an account's token with Instagram"),
+            ("refresh_account", "Can refresh an account's token now"),
+            ("export_account", "Can write an account's token file"),
+            ("import_token", "Can import a token made by hand"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} (@{self.username})" if self.username else self.label

@@ -23,12 +23,18 @@ from .services import FlowError
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """Instagram's redirect after the owner allowed (or denied) the app.
 
-    Only the staff user who started the authorization can complete it; anything wrong
+    Only the staff user who started the authorization can complete it, and only while
+    they still hold the `authorize_account` permission; anything wrong
     (no state, forged, expired or replayed state, a denial, a refused code) is a 400
     page that says why, and nothing is stored."""
     if not (request.user.is_authenticated and request.user.is_staff):
         return _error(request, "Sign in to the registry's admin, then start the authorization "
                       "again from the account's Authorize action.", status=403)
+    # Checked now, not only when the flow started: a permission withdrawn meanwhile holds.
+    # (The state is bound to the user who started the flow, so this is that user.)
+    if not request.user.has_perm("accounts.authorize_account"):
+        return _error(request, "You may no longer authorize accounts: nothing was stored. "
+                      "Ask an administrator for the operators role.", status=403)
     try:
         account = services.oauth_callback(params=request.GET, user=request.user,
                                           now=timezone.now())

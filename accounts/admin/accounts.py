@@ -1,0 +1,128 @@
+"""Accounts in the admin: columns, fields and saving. Actions live in `account_actions`,
+extra pages in `account_pages`; neither holds a token, and a token is never rendered."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from .. import selectors, services
+from ..forms import AccountForm
+from ..instagram import mask
+from ..models import Account
+from ..selectors import FileState
+from ..services import Actor
+from .account_actions import AccountActionsMixin
+from .account_pages import AccountPagesMixin
+
+
+@admin.register(Account)
+class AccountAdmin(AccountActionsMixin, AccountPagesMixin, admin.ModelAdmin):
+    form = AccountForm
+    list_display = [
+        "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
+    ]
+    list_filter = ["status", "app"]
+    search_fields = ["label", "username", "ig_user_id"]
+    list_select_related = ["app", "token"]
+    change_form_template = "admin/accounts/account/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["app", "label"]}),
+        ("Token file", {"fields": ["token_filename", "export_enabled", "export_format",
+                                   "file_name", "file_health", "file_written_at",
+                                   "file_error"]}),
+        ("Instagram", {"fields": ["username", "ig_user_id", "status", "last_error"]}),
+        ("Token", {"fields": ["token_hint", "token_kind", "obtained_at", "expires_at",
+                              "last_refreshed_at", "permissions"]}),
+    ]
+    readonly_fields = [
+        "username", "ig_user_id", "status", "last_error", "file_written_at", "file_error",
+        "file_name", "file_health",
+        "token_hint", "token_kind", "obtained_at", "expires_at", "last_refreshed_at",
+        "permissions",
+    ]
+
+    # --- columns (the token value itself is never rendered) ---
+    @admin.display(description="token")
+    def token_hint(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return mask(token.value) if token else "—"
+
+    @admin.display(description="token kind")
+    def token_kind(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return token.get_kind_display() if token else "—"
+
+    @admin.display(description="obtained")
+    def obtained_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return token.obtained_at if token else "—"
+
+    @admin.display(description="expires", ordering="token__expires_at")
+    def expires_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return token.expires_at if token else "—"
+
+    @admin.display(description="last refreshed")
+    def last_refreshed_at(self, obj: Account):  # noqa: ANN201
+        token = getattr(obj, "token", None)
+        return (token.last_refreshed_at if token else None) or "—"
+
+    @admin.display(description="permissions")
+    def permissions(self, obj: Account) -> str:
+        token = getattr(obj, "token", None)
+        return ", ".join(token.permissions) if token and token.permissions else "—"
+
+    @admin.display(description="token file")
+    def file_state(self, obj: Account) -> str:
+        if not obj.export_enabled:
+            return "off"
+        label = FileState.LABELS.get(obj.file_state, obj.file_state)
+        return f"{obj.token_filename or obj.username or '—'}: {label}"
+
+    @admin.display(description="file written")
+    def file_name(self, obj: Account) -> str:
+        name = selectors.token_file_name(account=obj)
+        current = selectors.token_file_current(account=obj)
+        if not name:
+            return "— (no name yet: the Instagram username once authorized)"
+        if current is not None and current.name == name and not obj.token_filename and (
+                obj.username and obj.username != name):
+            return f"{name} (named after a former username; set a token file name to rename)"
+        return name
+
+    @admin.display(description="file state")
+    def file_health(self, obj: Account) -> str:
+        label = FileState.LABELS.get(obj.file_state, obj.file_state)
+        if obj.file_checked_at:
+            label += f" (checked {obj.file_checked_at:%Y-%m-%d %H:%M} UTC)"
+        orphans = selectors.token_files_orphaned().filter(account=obj)
+        names = ", ".join(record.name for record in orphans)
+        if names:
+            label += f"; orphaned file(s) left on disk: {names}"
+        return label
+
+    def save_model(self, request: HttpRequest, obj: Account, form, change: bool) -> None:  # noqa: ANN001
+        super().save_model(request, obj, form, change)
+        if change and {"token_filename", "export_enabled", "export_format"} & set(
+                form.changed_data):
+            # A rename, a format change or export turned on takes effect now, not at the
+            # next reconcile run; the old file of a rename is left on disk, orphaned.
+            path = services.token_export(account=obj, actor=Actor(user=request.user),
+                                         now=timezone.now())
+            obj.refresh_from_db()
+            if path is not None:
+                self.message_user(request, f"{obj}: wrote {path}.", messages.SUCCESS)
+            elif obj.file_error:
+                self.message_user(request, f"{obj}: {obj.file_error}", messages.WARNING)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "may": self.permissions_of(request)}
+        account = Account.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if account is not None and account.file_state == FileState.NAME_TAKEN:
+            name = selectors.token_file_name(account=account)
+            extra_context["file_blocker"] = selectors.token_file_blocker(account=account,
+                                                                         name=name)
+        return super().change_view(request, object_id, form_url, extra_context)

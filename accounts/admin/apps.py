@@ -1,0 +1,38 @@
+"""Instagram apps: the secret is write-only, and never shown to someone who may only look."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+
+from ..forms import InstagramAppForm
+from ..instagram import mask
+from ..models import InstagramApp
+
+
+@admin.register(InstagramApp)
+class InstagramAppAdmin(admin.ModelAdmin):
+    form = InstagramAppForm
+    list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
+    list_filter = ["flavour"]
+    search_fields = ["name", "app_id"]
+    readonly_fields = ["secret_hint"]
+
+    @admin.display(description="app secret")
+    def secret_hint(self, obj: InstagramApp) -> str:
+        return mask(obj.app_secret)
+
+    def get_fields(self, request: HttpRequest, obj: InstagramApp | None = None) -> list[str]:
+        fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Django shows a read-only field's model value: for a viewer that would be the
+            # whole secret. The last characters are all anyone who cannot change it sees.
+            fields[fields.index("app_secret")] = "secret_hint"
+        return fields
+
+    # Error reports (DEBUG pages) must not show the typed secret.
+    @method_decorator(sensitive_post_parameters("app_secret"))
+    def changeform_view(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return super().changeform_view(*args, **kwargs)
