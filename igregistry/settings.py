@@ -45,12 +45,16 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if 
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the registry's site: sign-in lockout and a second factor.
+    "igregistry.apps.RegistryAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "accounts",
 ]
 
@@ -61,9 +65,39 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Sign-in ------------------------------------------------------------------------
+# Repeated failed sign-ins are locked out (django-axes): LOGIN_FAILURE_LIMIT failures
+# lock for LOGIN_LOCKOUT_HOURS. LOGIN_LOCKOUT_BY says what is locked, comma-separated
+# alternatives, "+" joining what must match together: the default locks a username from
+# the address that failed (a guesser elsewhere cannot lock the real user out); "username"
+# locks the username wherever the attempts come from. Unlock early with
+# `manage.py axes_reset_username NAME`.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("LOGIN_LOCKOUT_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("LOGIN_LOCKOUT_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [
+    part.split("+") if "+" in part else part
+    for part in env.list("LOGIN_LOCKOUT_BY", default=["username+ip_address"])
+]
+AXES_RESET_ON_SUCCESS = True
+# Behind a proxy, the client's address is the last one it adds to X-Forwarded-For.
+AXES_IPWARE_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=0) or None
+if AXES_IPWARE_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# Shown in authenticator apps next to the code.
+OTP_TOTP_ISSUER = env.str("OTP_ISSUER", default="igregistry")
 
 ROOT_URLCONF = "igregistry.urls"
 WSGI_APPLICATION = "igregistry.wsgi.application"
@@ -71,7 +105,9 @@ WSGI_APPLICATION = "igregistry.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's own admin templates (base_site with the two-factor link) come
+        # before the admin app's.
+        "DIRS": [BASE_DIR / "igregistry" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -6,10 +6,6 @@ from django.views.generic import RedirectView
 
 from accounts import views
 
-admin.site.site_header = "igregistry"
-admin.site.site_title = "igregistry"
-admin.site.index_title = "Instagram token registry"
-
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:accounts_account_dashboard",
                                   permanent=False)),

@@ -115,7 +115,7 @@ def test_timeline_counts_expiries_per_day(admin_client, mix):
 def test_staff_only(client, mix, django_user_model):
     assert client.get(URL).status_code == 302  # to the login page
     django_user_model.objects.create_user("plain", password="pw-plain-123")
-    client.login(username="plain", password="pw-plain-123")
+    client.force_login(django_user_model.objects.get(username="plain"))
     assert client.get(URL).status_code == 302
     staff = django_user_model.objects.create_user("staff", password="pw-staff-123",
                                                   is_staff=True)

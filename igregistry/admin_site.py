@@ -1,0 +1,124 @@
+"""The admin site: the sign-in that guards every customer's token.
+
+Repeated failed sign-ins are locked out by django-axes (settings LOGIN_FAILURE_LIMIT,
+LOGIN_LOCKOUT_HOURS, LOGIN_LOCKOUT_BY). A second factor (TOTP, django-otp) is offered to
+every staff user on the *Two-factor authentication* page; once a user has confirmed an
+authenticator, their sign-in needs its code, and a session signed in without it does not
+reach the admin. https://django-axes.readthedocs.io/ https://django-otp-official.readthedocs.io/
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.debug import sensitive_post_parameters
+from django_otp import devices_for_user, user_has_device
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp.qr import write_qrcode_image
+
+
+class RegistryAuthenticationForm(AdminAuthenticationForm):
+    """Username and password, plus the authenticator's code for users who set one up.
+
+    A wrong or missing code counts as a failed sign-in (django-axes sees it), so the code
+    cannot be guessed faster than a password; the device's own throttling applies too."""
+
+    otp_token = forms.CharField(
+        label="Authentication code", required=False, max_length=12,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="Only if you set up two-factor authentication.",
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        user = self.get_user()
+        if user is None:
+            return cleaned
+        devices = list(devices_for_user(user, confirmed=True))
+        if not devices:
+            return cleaned
+        token = (cleaned.get("otp_token") or "").strip()
+        device = None
+        if token:
+            device = next((d for d in devices if d.verify_is_allowed()[0]
+                           and d.verify_token(token)), None)
+        if device is None:
+            user_login_failed.send(sender=__name__, request=self.request,
+                                   credentials={"username": user.get_username()})
+            raise forms.ValidationError(
+                "Enter the current code from your authenticator app." if not token
+                else "That authentication code is not valid.",
+                code="otp_invalid",
+            )
+        user.otp_device = device  # django_otp marks the session verified at login
+        return cleaned
+
+
+class RegistryAdminSite(admin.AdminSite):
+    site_header = "igregistry"
+    site_title = "igregistry"
+    index_title = "Instagram token registry"
+    login_form = RegistryAuthenticationForm
+    login_template = "admin/registry_login.html"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        # A user with an authenticator must have signed in with it in this session.
+        user = request.user
+        return super().has_permission(request) and (
+            user.is_verified() or not user_has_device(user)
+        )
+
+    def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return sensitive_post_parameters("password", "otp_token")(super().login)(
+            request, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("two-factor/", self.admin_view(self.two_factor_view), name="two_factor"),
+            *super().get_urls(),
+        ]
+
+    def two_factor_view(self, request: HttpRequest) -> HttpResponse:
+        """Set up (or remove) the signed-in user's own authenticator (TOTP)."""
+        user = request.user
+        confirmed = list(devices_for_user(user, confirmed=True))
+        error = ""
+        if request.method == "POST":
+            token = request.POST.get("otp_token", "").strip()
+            if confirmed and "disable" in request.POST:
+                if any(d.verify_token(token) for d in confirmed):
+                    TOTPDevice.objects.filter(user=user).delete()
+                    messages.success(request, "Two-factor authentication is off.")
+                    return HttpResponseRedirect(reverse("admin:two_factor"))
+                error = "That code is not valid: two-factor authentication stays on."
+            elif not confirmed:
+                device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+                if device is not None and token and device.verify_token(token):
+                    device.confirmed = True
+                    device.save(update_fields=["confirmed"])
+                    otp_login(request, device)
+                    messages.success(request, "Two-factor authentication is on: sign-ins "
+                                     "now ask for a code from your authenticator app.")
+                    return HttpResponseRedirect(reverse("admin:two_factor"))
+                error = "That code is not valid. Scan the code again and type the current one."
+        context = {**self.each_context(request), "title": "Two-factor authentication",
+                   "enabled": bool(confirmed), "error": error}
+        if not confirmed:
+            device, _ = TOTPDevice.objects.get_or_create(
+                user=user, confirmed=False, defaults={"name": "authenticator"})
+            svg = io.BytesIO()
+            write_qrcode_image(device.config_url, svg)
+            context["qr_svg"] = mark_safe(svg.getvalue().decode())  # noqa: S308 (our own SVG)
+            context["secret"] = base64.b32encode(device.bin_key).decode()
+        return TemplateResponse(request, "admin/two_factor.html", context,
+                                status=400 if error else 200)

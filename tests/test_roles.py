@@ -1,0 +1,285 @@
+"""Roles that hold: a viewer sees no secret and changes nothing, each action checks its
+permission, the callback checks it again, and the sign-in locks out guessers and offers
+operators a second factor."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group, Permission
+from django.core import serializers
+from django.urls import URLPattern, URLResolver, reverse
+from django.utils import timezone
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts import services
+from accounts.models import (
+    Account,
+    AlertDelivery,
+    Event,
+    InstagramApp,
+    OAuthState,
+    PendingToken,
+    SweepState,
+    Token,
+    TokenFile,
+)
+from accounts.services import Actor
+from tests.conftest import SECRETS, allow_at_fake
+
+LOGIN_SECRET = SECRETS["instagram_login"][1]
+PASSWORD = "pw-correct-horse-12345"
+VIEWER_PERMS = {"accounts.view_instagramapp", "accounts.view_account", "accounts.view_event",
+                "accounts.view_tokenfile"}
+
+
+def member(django_user_model, username: str, group: str):  # noqa: ANN001
+    user = django_user_model.objects.create_user(username, password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
+
+
+@pytest.fixture
+def viewer(django_user_model):  # noqa: ANN001
+    return member(django_user_model, "viewer", "viewers")
+
+
+@pytest.fixture
+def operator(django_user_model):  # noqa: ANN001
+    return member(django_user_model, "operator", "operators")
+
+
+@pytest.fixture
+def registry(fake, login_app, admin_client, token_dir):
+    """An authorized account with its file, an orphaned file, a pending account: every
+    kind of page has something to show."""
+    account = Account.objects.create(app=login_app, label="Shop")
+    response = admin_client.post(reverse("admin:accounts_account_changelist"),
+                                 {"action": "authorize_action", "_selected_action": [account.pk]})
+    location = allow_at_fake(response["Location"], username="shop")
+    parts = urlsplit(location)
+    admin_client.get(f"{parts.path}?{parts.query}")
+    Account.objects.filter(pk=account.pk).update(token_filename="shop-feed")
+    services.token_export(account=Account.objects.get(pk=account.pk), actor=Actor(job="t"),
+                          now=timezone.now())
+    Account.objects.create(app=login_app, label="Waiting")
+    assert TokenFile.objects.filter(status="orphaned").exists()
+    return Account.objects.select_related("token").get(pk=account.pk)
+
+
+def snapshot() -> str:
+    """Every registry row, serialized: equal before and after means nothing changed."""
+    models = [InstagramApp, Account, Token, PendingToken, OAuthState, TokenFile, Event,
+              SweepState, AlertDelivery]
+    return "".join(serializers.serialize("json", m.objects.order_by("pk")) for m in models)
+
+
+def files(token_dir) -> dict[str, bytes]:  # noqa: ANN001
+    return {p.name: p.read_bytes() for p in sorted(token_dir.iterdir())}
+
+
+def admin_urls(objects: dict[str, str]) -> list[str]:
+    """Every page of the admin site, with `<...>` parameters filled from `objects`."""
+    urls = []
+
+    def walk(patterns, prefix: str) -> None:  # noqa: ANN001
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, route)
+            elif isinstance(pattern, URLPattern):
+                urls.append(route)
+
+    walk(admin.site.urls[0], "/admin/")
+    filled = []
+    for route in urls:
+        if "(?P<" in route or route.endswith("$"):
+            continue  # the catch-all and regex routes (app index handled below)
+        model = re.search(r"/admin/accounts/(\w+)/", route)
+        value = objects.get(model.group(1) if model else "", "1")
+        filled.append(re.sub(r"<(?:\w+:)?\w+>", value, route))
+    filled.append("/admin/accounts/")
+    return sorted(set(filled))
+
+
+def test_the_migration_creates_both_roles():
+    viewers = {f"accounts.{p}" for p in Group.objects.get(name="viewers")
+               .permissions.values_list("codename", flat=True)}
+    operators = {p for p in Group.objects.get(name="operators")
+                 .permissions.values_list("codename", flat=True)}
+    assert viewers == VIEWER_PERMS
+    assert {"authorize_account", "verify_account", "refresh_account", "export_account",
+            "import_token", "take_over_tokenfile", "change_account"} <= operators
+    assert "change_instagramapp" not in operators  # app secrets stay with administrators
+
+
+def test_a_viewer_never_sees_the_app_secret(client, viewer, login_app):
+    client.force_login(viewer)
+    page = client.get(reverse("admin:accounts_instagramapp_change", args=[login_app.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert LOGIN_SECRET not in text
+    assert "…" + LOGIN_SECRET[-4:] in text  # the hint only
+
+
+def test_a_viewer_cannot_run_the_account_actions(client, viewer, registry, fake, token_dir):
+    client.force_login(viewer)
+    before, before_files = snapshot(), files(token_dir)
+    calls = len(fake.calls())
+    for action in ("authorize_action", "verify_action", "export_action", "refresh_action"):
+        response = client.post(reverse("admin:accounts_account_changelist"),
+                               {"action": action, "_selected_action": [registry.pk]})
+        assert response.status_code in (200, 302), action
+        assert not (response.status_code == 302 and "instagram" in response["Location"])
+    assert snapshot() == before and files(token_dir) == before_files
+    assert len(fake.calls()) == calls
+    # The list offers them nothing to choose.
+    page = client.get(reverse("admin:accounts_account_changelist")).content.decode()
+    assert "authorize_action" not in page and "export_action" not in page
+
+
+def test_the_viewer_walk(client, viewer, registry, fake, token_dir, settings):
+    """Every admin page, GET and POST, the dashboard's buttons and the callback: a viewer
+    reads what it may, finds no secret or token, and changes nothing."""
+    client.force_login(viewer)
+    token = registry.token.value
+    objects = {"account": str(registry.pk), "instagramapp": str(registry.app_id),
+               "event": str(Event.objects.first().pk),
+               "tokenfile": str(TokenFile.objects.first().pk)}
+    urls = admin_urls(objects)
+    assert len(urls) > 25, urls
+    before, before_files, calls = snapshot(), files(token_dir), len(fake.calls())
+    seen_ok = 0
+    for url in urls:
+        if url.endswith("/logout/"):
+            continue
+        for method in ("get", "post"):
+            response = getattr(client, method)(url, {"access_token": "IGAAforgedtoken123",
+                                                     "redirected_url": "https://x/?code=abc",
+                                                     "label": "Renamed", "name": "Renamed",
+                                                     "app_secret": "new-secret-value-123"})
+            assert response.status_code < 500, (method, url, response.status_code)
+            body = response.content.decode(errors="replace")
+            assert LOGIN_SECRET not in body, url
+            assert token not in body, url
+            seen_ok += response.status_code == 200
+    assert seen_ok > 10
+    assert snapshot() == before, "a viewer changed something"
+    assert files(token_dir) == before_files
+    assert len(fake.calls()) == calls
+    # The dashboard shows no button the viewer may not use.
+    page = client.get(reverse("admin:accounts_account_dashboard")).content.decode()
+    assert 'value="verify_action"' not in page and "/authorize/" not in page
+    # The callback: a viewer cannot complete a flow, even with a state of their own.
+    response = client.get(reverse("oauth-callback"), {"code": "abc", "state": "x"})
+    assert response.status_code == 403
+    assert snapshot() == before
+
+
+def test_an_operator_can_do_the_work(client, operator, registry, fake, token_dir):
+    client.force_login(operator)
+    for action in ("verify_action", "export_action"):
+        response = client.post(reverse("admin:accounts_account_changelist"),
+                               {"action": action, "_selected_action": [registry.pk]},
+                               follow=True)
+        assert any(m.level_tag == "success" for m in response.context["messages"]), action
+    response = client.post(reverse("admin:accounts_account_changelist"),
+                           {"action": "authorize_action", "_selected_action": [registry.pk]})
+    assert response["Location"].startswith(fake.url)
+    page = client.get(reverse("admin:accounts_account_dashboard")).content.decode()
+    assert 'value="verify_action"' in page
+    # Operators do not see app secrets either: they may not change apps.
+    app_page = client.get(reverse("admin:accounts_instagramapp_change",
+                                  args=[registry.app_id])).content.decode()
+    assert LOGIN_SECRET not in app_page
+
+
+def test_the_callback_checks_the_permission_when_it_arrives(client, operator, login_app, fake,
+                                                            token_dir):
+    account = Account.objects.create(app=login_app, label="Shop")
+    client.force_login(operator)
+    response = client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
+    location = allow_at_fake(response["Location"], username="shop")
+    operator.groups.clear()  # the role is withdrawn while the owner is at Instagram
+    parts = urlsplit(location)
+    response = client.get(f"{parts.path}?{parts.query}")
+    assert response.status_code == 403
+    assert not Token.objects.filter(account=account).exists()
+    assert not PendingToken.objects.filter(account=account).exists()
+    assert fake.calls("/oauth/access_token") == []
+
+
+# --- sign-in -----------------------------------------------------------------------------
+
+
+LOGIN = "/admin/login/?next=/admin/"
+
+
+def sign_in(client, username: str, password: str, code: str = ""):  # noqa: ANN001
+    return client.post(LOGIN, {"username": username, "password": password, "otp_token": code,
+                               "next": "/admin/"})
+
+
+def test_repeated_failed_sign_ins_are_locked_out(client, operator, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert sign_in(client, "operator", "wrong-password").status_code == 200
+    locked = sign_in(client, "operator", "wrong-password")
+    assert locked.status_code == 429
+    # Locked: even the right password is refused now.
+    assert sign_in(client, "operator", PASSWORD).status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_good_sign_in_resets_the_count(client, operator, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        sign_in(client, "operator", "wrong-password")
+    assert sign_in(client, "operator", PASSWORD).status_code == 302
+    client.logout()
+    assert sign_in(client, "operator", "wrong-password").status_code == 200
+
+
+def confirmed_device(user) -> TOTPDevice:  # noqa: ANN001
+    return TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+
+
+def code_for(device: TOTPDevice, offset: int = 0) -> str:
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=offset):06d}"
+
+
+def test_an_operator_with_an_authenticator_needs_its_code(client, operator):
+    device = confirmed_device(operator)
+    response = sign_in(client, "operator", PASSWORD)
+    assert response.status_code == 200
+    assert "Enter the current code" in response.content.decode()
+    response = sign_in(client, "operator", PASSWORD, "000000" if code_for(device) != "000000"
+                       else "111111")
+    assert "not valid" in response.content.decode()
+    assert sign_in(client, "operator", PASSWORD, code_for(device)).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_a_session_without_the_second_factor_does_not_reach_the_admin(client, operator):
+    confirmed_device(operator)
+    client.force_login(operator)  # password only, as a stolen session cookie would be
+    response = client.get(reverse("admin:accounts_account_dashboard"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_operators_set_up_their_own_authenticator(client, operator):
+    assert sign_in(client, "operator", PASSWORD).status_code == 302
+    page = client.get(reverse("admin:two_factor"))
+    assert page.status_code == 200 and "<svg" in page.content.decode()
+    device = TOTPDevice.objects.get(user=operator, confirmed=False)
+    assert client.post(reverse("admin:two_factor"), {"otp_token": "12"}).status_code == 400
+    client.post(reverse("admin:two_factor"), {"otp_token": code_for(device)})
+    device.refresh_from_db()
+    assert device.confirmed
+    assert client.get("/admin/").status_code == 200  # this session is verified already
+    client.logout()
+    assert sign_in(client, "operator", PASSWORD).status_code == 200  # now it needs a code
+    # The setup spent this step's code; the next step's is accepted (one step of drift).
+    assert sign_in(client, "operator", PASSWORD, code_for(device, 1)).status_code == 302
