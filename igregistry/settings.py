@@ -14,6 +14,7 @@ import hashlib
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -40,6 +41,25 @@ SECRET_KEY = _required_in_production(
     "SECRET_KEY", "django-insecure-development-only-key-do-not-use-in-production"
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+# The registry's public base URL, as staff open it in a browser: alert e-mails and webhook
+# items link to the admin with it (a Celery task has no request to build a link from).
+def _site_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    # No user:password@ either: the URL is written into every alert.
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+            or parts.password or parts.query or parts.fragment):
+        raise ImproperlyConfigured(
+            "SITE_URL must be an absolute http(s) URL without credentials, query or "
+            "fragment, e.g. https://registry.example.com"
+        )
+    return value.rstrip("/")
+
+
+SITE_URL = _site_url(_required_in_production("SITE_URL", "http://127.0.0.1:8000"))
 # Origins that may POST to the admin when served behind https on another host.
 # https://docs.djangoproject.com/en/5.2/ref/settings/#csrf-trusted-origins
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
