@@ -29,6 +29,7 @@ from django.db.models.functions import TruncDate
 
 from .models import (
     Account,
+    AlertDelivery,
     Event,
     PendingToken,
     SweepState,
@@ -394,3 +395,15 @@ def refresh_outcome_counts() -> dict[str, int]:
     """Refresh attempts ever made, by outcome (the event log is append-only)."""
     rows = Event.objects.filter(action="refresh").values("outcome").annotate(n=Count("pk"))
     return {row["outcome"]: row["n"] for row in rows.order_by()}
+
+
+# --- alert outbox ---------------------------------------------------------------------
+
+
+def alert_deliveries_due(*, now: datetime) -> QuerySet[AlertDelivery]:
+    """Alert deliveries to send now: neither delivered nor abandoned, their next attempt
+    reached; oldest first."""
+    return AlertDelivery.objects.filter(
+        delivered_at__isnull=True, abandoned_at__isnull=True, next_attempt_at__lte=now
+    ).order_by("created_at", "id")
+

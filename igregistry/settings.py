@@ -254,6 +254,19 @@ ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
 ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
 if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
     raise ImproperlyConfigured("ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET to sign its body.")
+# A failed e-mail or webhook delivery is retried by later runs of send_alerts (so no sooner
+# than ALERT_MINUTES): the wait doubles from the base per failure, with jitter, capped; the
+# attempt that reaches the maximum gives up (an event and an ERROR log line). The defaults
+# keep trying for two to four hours.
+ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=60)
+ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=10)
+if not 1 <= ALERT_RETRY_BASE_SECONDS <= ALERT_RETRY_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "ALERT_RETRY_BASE_SECONDS must be at least 1 and at most ALERT_RETRY_MAX_SECONDS."
+    )
+if ALERT_DELIVERY_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("ALERT_DELIVERY_MAX_ATTEMPTS must be at least 1.")
 # Mail: https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 EMAIL_CONFIG = env.email_url(
     "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"
