@@ -26,8 +26,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import selectors, services, tasks
+from accounts.health import RegistryCollector
 from accounts.models import (
     Account,
     AlertDelivery,
@@ -707,6 +709,53 @@ def test_without_channels_the_states_are_still_recorded(app, settings, mailoutbo
     assert "neither ALERT_EMAILS nor ALERT_WEBHOOK_URL" in caplog.text
     # Configuring a channel later does not replay this as a new problem.
     assert alert_state(account).state == State.NEEDS_REAUTH
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+def scrape(client) -> dict:  # noqa: ANN001
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_deliveries_failed_attempts_and_pending(channels, settings, client, app):
+    settings.EMAIL_BACKEND = f"{__name__}.BrokenMailBackend"
+    settings.ALERT_DELIVERY_MAX_ATTEMPTS = 2
+    channels.script = [500]
+    make_account(app, "First", left=-HOUR)
+    run()  # e-mail and webhook fail once
+    run(NOW + HOUR)  # the e-mail fails again and is abandoned; the webhook goes through
+    channels.status = 500
+    make_account(app, "Second", status=Account.Status.NEEDS_REAUTH)
+    run(NOW + 2 * HOUR)  # both of this run's fail once and wait
+
+    values = scrape(client)
+
+    def value(name: str, **labels: str) -> float:
+        return values[(name, tuple(sorted(labels.items())))]
+
+    total = "igregistry_alert_deliveries_total"
+    assert value(total, channel="email", outcome="delivered") == 0
+    assert value(total, channel="email", outcome="abandoned") == 1
+    assert value(total, channel="webhook", outcome="delivered") == 1
+    assert value(total, channel="webhook", outcome="abandoned") == 0
+    failures = "igregistry_alert_delivery_failures_total"
+    assert value(failures, channel="email") == 3
+    assert value(failures, channel="webhook") == 2
+    pending = "igregistry_alert_deliveries_pending"
+    assert value(pending, channel="email") == 1
+    assert value(pending, channel="webhook") == 1
+
+    # One query, however many deliveries there are.
+    with CaptureQueriesContext(connection) as queries:
+        list(RegistryCollector()._alert_delivery_metrics())
+    assert len(queries) == 1
 
 
 # --- the refresh workers ----------------------------------------------------------------
