@@ -509,7 +509,8 @@ def test_a_failed_webhook_is_retried_after_its_back_off_with_the_same_signed_byt
     assert (due.items, due.delivered) == ([], ["webhook"])
     assert len(channels.received) == 2 and len(mailoutbox) == 1
     first, second = channels.received
-    assert second.body == first.body
+    # Exactly the stored bytes, both times, signed as they are.
+    assert first.body == second.body == delivery("webhook").body.encode()
     assert (second.headers["X-Igregistry-Signature"] == first.headers["X-Igregistry-Signature"]
             == webhook_signature(body=first.body, secret=WEBHOOK_SECRET))
     row.refresh_from_db()
@@ -559,6 +560,29 @@ def test_a_webhook_failing_twice_is_delivered_by_the_third_run_not_before_its_ba
     assert [outcome for outcome, _ in messages] == ["failed", "failed", "ok"]
     assert "attempt 3 of 10" in messages[-1][1]
     assert len(mailoutbox) == 1  # the e-mail went out at once, and only once
+
+
+def test_a_dead_webhook_costs_one_attempt_per_run_and_keeps_its_messages_in_order(
+    channels, mailoutbox, app
+):
+    channels.status = 500
+    make_account(app, "First", left=-HOUR)
+    run()
+    make_account(app, "Second", status=Account.Status.NEEDS_REAUTH)
+
+    for hours, attempts in ((1, [2, 0]), (2, [3, 0])):
+        report = run(NOW + hours * HOUR)
+        # The oldest is tried again; once it fails the newer one waits for the next run.
+        assert report.failed == ["webhook"]
+        assert list(AlertDelivery.objects.filter(channel="webhook").order_by("id")
+                    .values_list("attempts", flat=True)) == attempts
+    assert len(channels.received) == 3
+
+    channels.status = 204
+    assert run(NOW + 3 * HOUR).delivered == ["webhook", "webhook"]
+    first, second = (json.loads(request.body) for request in channels.received[-2:])
+    assert (first["sent_at"], second["sent_at"]) == (NOW.isoformat(), (NOW + HOUR).isoformat())
+    assert len(mailoutbox) == 2
 
 
 class BrokenMailBackend(BaseEmailBackend):
