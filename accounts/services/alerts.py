@@ -217,10 +217,12 @@ def _workers_items(*, now: datetime) -> list[AlertItem]:
     sweep = selectors.sweep_state()
     previous, sent_at = sweep.workers_alert_state, sweep.workers_alert_sent_at
     remind_before = now - timedelta(hours=settings.ALERT_REMINDER_HOURS)
-    if current != previous:
-        kind = Kind.ALERT if stalled else Kind.RESOLVED
+    if stalled and previous != Workers.STALLED:
+        kind = Kind.ALERT
     elif stalled and (sent_at is None or sent_at <= remind_before):
         kind = Kind.REMINDER
+    elif not stalled and previous == Workers.STALLED:
+        kind = Kind.RESOLVED
     else:
         return []
     # Only these two columns: the sweep writes the row's others concurrently.
