@@ -253,6 +253,7 @@ class RegistryCollector:
             sweep.add_metric([], last.timestamp())
         yield sweep
         yield from self._queue_metrics(now=now)
+        yield from self._alert_delivery_metrics()
 
     def _queue_metrics(self, *, now: datetime) -> Iterator[Metric]:
         """Worker liveness: queued refreshes no worker has attempted, how late the oldest
@@ -279,3 +280,30 @@ class RegistryCollector:
         if waiting is not None:
             depth.add_metric([broker_queue_name()], waiting)
         yield depth
+
+    def _alert_delivery_metrics(self) -> Iterator[Metric]:
+        """The alert outbox per channel: deliveries delivered or abandoned, failed attempts,
+        deliveries waiting to be sent. One query."""
+        counts = selectors.alert_delivery_counts()
+        deliveries = CounterMetricFamily(
+            "igregistry_alert_deliveries", "Alert deliveries by channel and final outcome.",
+            labels=["channel", "outcome"],
+        )
+        failures = CounterMetricFamily(
+            "igregistry_alert_delivery_failures",
+            "Failed alert delivery attempts by channel (each is retried until abandoned).",
+            labels=["channel"],
+        )
+        pending = GaugeMetricFamily(
+            "igregistry_alert_deliveries_pending",
+            "Alert deliveries not yet delivered nor abandoned, by channel.",
+            labels=["channel"],
+        )
+        for channel, count in counts.items():
+            deliveries.add_metric([channel, "delivered"], count.delivered)
+            deliveries.add_metric([channel, "abandoned"], count.abandoned)
+            failures.add_metric([channel], count.failed_attempts)
+            pending.add_metric([channel], count.pending)
+        yield deliveries
+        yield failures
+        yield pending

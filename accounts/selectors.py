@@ -22,6 +22,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
     Value,
     When,
 )
@@ -29,6 +30,7 @@ from django.db.models.functions import TruncDate
 
 from .models import (
     Account,
+    AlertDelivery,
     Event,
     PendingToken,
     SweepState,
@@ -520,3 +522,51 @@ def refresh_outcome_counts() -> dict[str, int]:
     """Refresh attempts ever made, by outcome (the event log is append-only)."""
     rows = Event.objects.filter(action="refresh").values("outcome").annotate(n=Count("pk"))
     return {row["outcome"]: row["n"] for row in rows.order_by()}
+
+
+# --- alert outbox ---------------------------------------------------------------------
+
+
+def alert_deliveries_due(*, now: datetime) -> QuerySet[AlertDelivery]:
+    """Alert deliveries to send now: neither delivered nor abandoned, their next attempt
+    reached; oldest first."""
+    return AlertDelivery.objects.filter(
+        delivered_at__isnull=True, abandoned_at__isnull=True, next_attempt_at__lte=now
+    ).order_by("created_at", "id")
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """One channel's alert deliveries: delivered and abandoned ones, failed attempts (of
+    every delivery, delivered ones included) and those still waiting to be sent."""
+
+    delivered: int = 0
+    abandoned: int = 0
+    failed_attempts: int = 0
+    pending: int = 0
+
+
+def alert_delivery_counts() -> dict[str, DeliveryCounts]:
+    """DeliveryCounts per channel, every channel present (for metrics). One query.
+
+    A delivered row's last attempt is its one success, so its other attempts failed;
+    every attempt of the other rows failed."""
+    rows = (
+        AlertDelivery.objects.values("channel")
+        .annotate(
+            delivered=Count("pk", filter=Q(delivered_at__isnull=False)),
+            abandoned=Count("pk", filter=Q(abandoned_at__isnull=False)),
+            pending=Count("pk", filter=Q(delivered_at__isnull=True, abandoned_at__isnull=True)),
+            attempts=Sum("attempts"),
+        )
+        .order_by()
+    )
+    counts = {channel: DeliveryCounts() for channel in AlertDelivery.Channel.values}
+    for row in rows:
+        counts[row["channel"]] = DeliveryCounts(
+            delivered=row["delivered"],
+            abandoned=row["abandoned"],
+            failed_attempts=(row["attempts"] or 0) - row["delivered"],
+            pending=row["pending"],
+        )
+    return counts

@@ -110,6 +110,7 @@ def reconcile_token_files() -> dict[str, int]:
 
 @shared_task
 def send_alerts() -> dict[str, int]:
-    """Tell staff about accounts whose state changed, and remind them daily of what lasts."""
+    """Tell staff about accounts (and the refresh workers) whose state changed, remind them
+    of what lasts, and send or retry every alert delivery that is due."""
     report = services.alerts_dispatch(now=timezone.now())
     return {"alerts": report.alerts, "reminders": report.reminders, "resolved": report.resolved}

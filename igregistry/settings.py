@@ -14,6 +14,7 @@ import hashlib
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -40,6 +41,25 @@ SECRET_KEY = _required_in_production(
     "SECRET_KEY", "django-insecure-development-only-key-do-not-use-in-production"
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+# The registry's public base URL, as staff open it in a browser: alert e-mails and webhook
+# items link to the admin with it (a Celery task has no request to build a link from).
+def _site_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    # No user:password@ either: the URL is written into every alert.
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+            or parts.password or parts.query or parts.fragment):
+        raise ImproperlyConfigured(
+            "SITE_URL must be an absolute http(s) URL without credentials, query or "
+            "fragment, e.g. https://registry.example.com"
+        )
+    return value.rstrip("/")
+
+
+SITE_URL = _site_url(_required_in_production("SITE_URL", "http://127.0.0.1:8000"))
 # Origins that may POST to the admin when served behind https on another host.
 # https://docs.djangoproject.com/en/5.2/ref/settings/#csrf-trusted-origins
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -287,6 +307,19 @@ ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
 ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
 if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
     raise ImproperlyConfigured("ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET to sign its body.")
+# A failed e-mail or webhook delivery is retried by later runs of send_alerts (so no sooner
+# than ALERT_MINUTES): the wait doubles from the base per failure, with jitter, capped; the
+# attempt that reaches the maximum gives up (an event and an ERROR log line). The defaults
+# keep trying for two to four hours.
+ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=60)
+ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=10)
+if not 1 <= ALERT_RETRY_BASE_SECONDS <= ALERT_RETRY_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "ALERT_RETRY_BASE_SECONDS must be at least 1 and at most ALERT_RETRY_MAX_SECONDS."
+    )
+if ALERT_DELIVERY_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("ALERT_DELIVERY_MAX_ATTEMPTS must be at least 1.")
 # Mail: https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 EMAIL_CONFIG = env.email_url(
     "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"

@@ -13,6 +13,8 @@ os.environ.setdefault(
     "ENCRYPTION_KEYS",
     "sCBxoYbl6wYKbd3CK9tHhBSJMLPIM4H_t48L4QlPYOk=,lmQB_1aZQUxD1-m1pYjx4B5vQ7Me4RKngxTZj2y9Bb8=",
 )
+# Alerts link here; a host of its own so a test can tell it from anything else.
+os.environ.setdefault("SITE_URL", "https://registry.test.example")
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="igregistry-test-"))
 
 from .settings import *  # noqa: E402,F403

@@ -8,7 +8,13 @@ locked and re-read before writing. Messages in `FlowError` and in events are sho
 staff: they never hold a secret.
 """
 
-from .alerts import AlertItem, AlertReport, alerts_dispatch, webhook_signature
+from .alert_outbox import (
+    DeliveryReport,
+    alert_deliveries_send,
+    alert_retry_delay,
+    webhook_signature,
+)
+from .alerts import AlertItem, AlertReport, alerts_dispatch
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import (
     FileNameTaken,
@@ -41,6 +47,9 @@ __all__ = [
     "AlertItem",
     "AlertReport",
     "alerts_dispatch",
+    "DeliveryReport",
+    "alert_deliveries_send",
+    "alert_retry_delay",
     "webhook_signature",
     "Outcome",
     "RefreshResult",

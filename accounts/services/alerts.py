@@ -1,17 +1,16 @@
 """Alerts: tell staff once when an account's state turns bad, remind them while it lasts,
-and say when it is resolved.
+and say when it is resolved; the same for the refresh workers as a whole.
 
-Each account's last announced state lives in its `AlertState`. A run compares every
-account's current state with it, writes the new states in one transaction, and only then
-sends everything it has to say together: one e-mail to ALERT_EMAILS and one signed
-webhook POST. A delivery failure is logged and recorded but does not undo the state
-writes, so a dead mail server or webhook never turns into the same alert every run.
+Each account's last announced state lives in its `AlertState`, the workers' in
+`SweepState.workers_alert_state`. A run compares the current states with them and, in one
+transaction, writes the new states together with one `AlertDelivery` per configured
+channel (the run's one e-mail, the run's one signed webhook body). Only after that commit
+does `alert_outbox` send what is due, so a dead mail server or webhook neither undoes the
+state writes (no same alert every run) nor loses the message: it is retried with back-off.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import zlib
@@ -19,26 +18,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import requests
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.urls import reverse
 
 from .. import selectors
 from ..instagram import redact_secrets
-from ..models import Account, AlertState, Event
+from ..models import Account, AlertDelivery, AlertState, SweepState
 from ..selectors import State
-from .common import Actor, event_record
+from .alert_outbox import SUBJECT_PREFIX, alert_deliveries_send
 
 logger = logging.getLogger(__name__)
 
-ACTOR = Actor(job="alerts")
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-# Django's SMTP backend waits forever by default (EMAIL_TIMEOUT = None); a hung mail server
-# must not hold the task past its next run.
-MAIL_TIMEOUT_SECONDS = 30.0
-SIGNATURE_HEADER = "X-Igregistry-Signature"
 # Accounts are read in chunks: 10,000 rows never sit in memory at once.
 CHUNK_SIZE = 2000
 # Serialises concurrent runs on PostgreSQL (a manual run while beat's runs): the second
@@ -49,19 +40,30 @@ _LAST_ERROR_CHARS = 500
 
 
 class Kind:
-    """What an alert item says about its account."""
+    """What an alert item says about its account (or the refresh workers)."""
 
-    ALERT = "alert"  # the account entered an alerting state
+    ALERT = "alert"  # entered an alerting state
     REMINDER = "reminder"  # still in the same alerting state, ALERT_REMINDER_HOURS later
     RESOLVED = "resolved"  # left the alerting states
 
 
+class Workers:
+    """The refresh workers as a whole: stored states (SweepState.workers_alert_state) and
+    the `state` their items carry."""
+
+    OK = "ok"
+    STALLED = "stalled"
+    ITEM_STATES = {OK: "workers_ok", STALLED: "workers_stalled"}
+    LABEL = "Refresh workers"
+
+
 @dataclass(frozen=True)
 class AlertItem:
-    """One thing to tell staff about one account. Holds no token and no secret."""
+    """One thing to tell staff about one account or, with `account_id` None, about the
+    registry itself (the refresh workers). Holds no token and no secret."""
 
     kind: str
-    account_id: int
+    account_id: int | None
     label: str
     app: str
     username: str
@@ -69,7 +71,10 @@ class AlertItem:
     previous_state: str | None
     expires_at: datetime | None
     last_error: str
-    admin_path: str
+    # Absolute (SITE_URL): the reader is in a mailbox or a chat, not on the registry.
+    admin_url: str
+    # What a system item says, in a sentence ("" for an account).
+    message: str = ""
 
     def payload(self) -> dict[str, Any]:
         """The item as it appears in the webhook's JSON body."""
@@ -83,43 +88,48 @@ class AlertItem:
             "previous_state": self.previous_state,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "last_error": self.last_error,
+            "message": self.message,
+            "admin_url": self.admin_url,
         }
 
 
 @dataclass
 class AlertReport:
-    """What one run found and sent."""
+    """What one run found, queued and sent."""
 
     alerts: int = 0
     reminders: int = 0
     resolved: int = 0
     items: list[AlertItem] = field(default_factory=list)
-    # Channels ("email", "webhook") that delivered, and those that failed.
+    # Channels ("email", "webhook") this run's items were queued for.
+    queued: list[str] = field(default_factory=list)
+    # The channel of each delivery (this run's or an earlier one's) sent, failed (to be
+    # retried) or given up on by this run.
     delivered: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-
-
-def webhook_signature(*, body: bytes, secret: str) -> str:
-    """The X-Igregistry-Signature value for `body`: "sha256=" and the hex HMAC-SHA256 of
-    exactly these bytes keyed with `secret`. Receivers recompute it over the raw request
-    body and compare with `hmac.compare_digest`."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+    abandoned: list[str] = field(default_factory=list)
 
 
 def alerts_dispatch(*, now: datetime) -> AlertReport:
-    """Compare every account's state with the one staff last heard about; record the new
-    states; then send all alerts, reminders and "resolved" notices of this run together
-    (one e-mail, one webhook call), or nothing at all when there is nothing to say.
+    """Compare every account's state, and the refresh workers', with what staff last heard;
+    record the new states and queue all alerts, reminders and "resolved" notices of this
+    run together (one e-mail, one webhook body) in one transaction; then, after commit,
+    send every delivery that is due, this run's and earlier failed ones alike.
 
     An account is announced once per change into an alerting state, reminded of every
     ALERT_REMINDER_HOURS while it stays there, and announced once more when it leaves.
-    A failed delivery is logged and recorded as an event; it is not retried, so a rerun
-    right after sends nothing new."""
+    The same goes for the refresh workers: stalled when a due refresh handed to the broker
+    has waited more than REFRESH_QUEUE_MAX_LAG_MINUTES past its start. That alert needs a
+    live worker to run this task; /healthz is what catches "no worker at all".
+
+    With no channel configured the states are still recorded and nothing is queued.
+    Call it outside any transaction: the sending commits delivery by delivery."""
     report = AlertReport()
     with transaction.atomic():
         _lock_run()
-        report.items = _compute_and_record(now=now)
+        report.items = _workers_items(now=now) + _compute_and_record(now=now)
+        if report.items:
+            report.queued = _queue(items=report.items, now=now)
     for item in report.items:
         if item.kind == Kind.ALERT:
             report.alerts += 1
@@ -127,8 +137,8 @@ def alerts_dispatch(*, now: datetime) -> AlertReport:
             report.reminders += 1
         else:
             report.resolved += 1
-    if report.items:
-        _deliver(report=report, now=now)
+    sent = alert_deliveries_send(now=now)
+    report.delivered, report.failed, report.abandoned = sent.delivered, sent.failed, sent.abandoned
     return report
 
 
@@ -198,6 +208,48 @@ def _compute_and_record(*, now: datetime) -> list[AlertItem]:
     return items
 
 
+def _workers_items(*, now: datetime) -> list[AlertItem]:
+    """Decide what to say about the refresh workers and record it on the SweepState row
+    (caller holds the transaction and the run lock). Two queries when there is no news."""
+    backlog = selectors.refresh_backlog(now=now)
+    stalled = backlog.lag_seconds > settings.REFRESH_QUEUE_MAX_LAG_MINUTES * 60
+    current = Workers.STALLED if stalled else Workers.OK
+    sweep = selectors.sweep_state()
+    previous, sent_at = sweep.workers_alert_state, sweep.workers_alert_sent_at
+    remind_before = now - timedelta(hours=settings.ALERT_REMINDER_HOURS)
+    if stalled and previous != Workers.STALLED:
+        kind = Kind.ALERT
+    elif stalled and (sent_at is None or sent_at <= remind_before):
+        kind = Kind.REMINDER
+    elif not stalled and previous == Workers.STALLED:
+        kind = Kind.RESOLVED
+    else:
+        return []
+    # Only these two columns: the sweep writes the row's others concurrently.
+    SweepState.objects.filter(pk=sweep.pk).update(workers_alert_state=current,
+                                                  workers_alert_sent_at=now)
+    minutes = int(backlog.lag_seconds // 60)
+    if stalled:
+        message = (
+            f"Refresh workers are not taking refreshes off the queue: {backlog.queued} due "
+            f"refresh{'es' if backlog.queued != 1 else ''} waiting, the oldest {minutes} "
+            f"minute{'s' if minutes != 1 else ''} past its start; check the worker processes."
+        )
+    else:
+        message = "Refresh workers are taking refreshes off the queue again."
+    return [AlertItem(
+        kind=kind, account_id=None, label=Workers.LABEL, app="", username="",
+        state=Workers.ITEM_STATES[current],
+        previous_state=Workers.ITEM_STATES.get(previous, previous),
+        expires_at=None, last_error="", message=message,
+        admin_url=_absolute(reverse("admin:accounts_account_dashboard")),
+    )]
+
+
+def _absolute(path: str) -> str:
+    return f"{settings.SITE_URL}{path}"
+
+
 def _item(kind: str, *, account: Account, previous: str | None) -> AlertItem:
     token = getattr(account, "token", None)
     return AlertItem(
@@ -212,101 +264,55 @@ def _item(kind: str, *, account: Account, previous: str | None) -> AlertItem:
         # Errors are written without secrets; masking again costs nothing and guards the
         # one place where text leaves the registry for a mailbox or a third party.
         last_error=redact_secrets(account.last_error)[:_LAST_ERROR_CHARS],
-        admin_path=reverse("admin:accounts_account_change", args=[account.pk]),
+        admin_url=_absolute(reverse("admin:accounts_account_change", args=[account.pk])),
     )
 
 
-# --- sending ----------------------------------------------------------------------------
+# --- queueing ---------------------------------------------------------------------------
 
 
-def _deliver(*, report: AlertReport, now: datetime) -> None:
-    counts = (
-        f"{report.alerts} alert(s), {report.reminders} reminder(s), "
-        f"{report.resolved} resolved"
-    )
-    channels = []
+def _queue(*, items: list[AlertItem], now: datetime) -> list[str]:
+    """Write the run's one delivery per configured channel (caller holds the transaction
+    that records the states); return the channels."""
+    subject = _subject(items)
+    deliveries = []
     if settings.ALERT_EMAILS:
-        channels.append(("email", _send_email))
+        deliveries.append(AlertDelivery(channel=AlertDelivery.Channel.EMAIL,
+                                        subject=subject, body=_body(items, now=now),
+                                        created_at=now, next_attempt_at=now))
     if settings.ALERT_WEBHOOK_URL:
-        channels.append(("webhook", _send_webhook))
-    if not channels:
+        # Serialised once, here: every attempt sends (and signs) exactly these bytes.
+        body = json.dumps(
+            {"sent_at": now.isoformat(), "items": [item.payload() for item in items]},
+            separators=(",", ":"),
+        )
+        deliveries.append(AlertDelivery(channel=AlertDelivery.Channel.WEBHOOK,
+                                        subject=subject, body=body,
+                                        created_at=now, next_attempt_at=now))
+    if not deliveries:
         # The states are recorded anyway: configuring a channel later must not replay
         # every old problem as new.
         logger.warning("alerts: %s to say but neither ALERT_EMAILS nor ALERT_WEBHOOK_URL "
-                       "is set", counts)
-    for name, send in channels:
-        # Failure messages name the kind of error only: a webhook URL can itself be a
-        # secret (chat webhooks carry their key in the path) and requests' errors quote it.
-        failure = send(items=report.items, now=now)
-        if failure is None:
-            report.delivered.append(name)
-            event_record(account=None, action="alert", outcome=Event.Outcome.OK,
-                         message=f"Sent by {name}: {counts}.", actor=ACTOR, now=now)
-        else:
-            report.failed.append(name)
-            message = f"Could not send by {name} ({failure}): {counts} not delivered."
-            logger.error("alerts: %s", message)
-            event_record(account=None, action="alert", outcome=Event.Outcome.FAILED,
-                         message=message, actor=ACTOR, now=now)
-
-
-def _send_email(*, items: list[AlertItem], now: datetime) -> str | None:
-    """Send the run's one e-mail; return why it failed, or None."""
-    message = EmailMessage(
-        subject=_subject(items),
-        body=_body(items, now=now),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=list(settings.ALERT_EMAILS),
-        connection=get_connection(timeout=settings.EMAIL_TIMEOUT or MAIL_TIMEOUT_SECONDS),
-    )
-    try:
-        message.send()
-    except Exception as exc:  # SMTP, socket and backend errors alike: report, do not raise
-        return type(exc).__name__
-    return None
-
-
-def _send_webhook(*, items: list[AlertItem], now: datetime) -> str | None:
-    """POST the run's items, signed; return why it failed, or None."""
-    secret = settings.ALERT_WEBHOOK_SECRET
-    if not secret:
-        # Settings refuse this combination at start-up; never send an unsigned body anyway.
-        return "ALERT_WEBHOOK_SECRET is not set"
-    # Serialised once: the signature covers exactly the bytes that are sent.
-    body = json.dumps(
-        {"sent_at": now.isoformat(), "items": [item.payload() for item in items]},
-        separators=(",", ":"),
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: webhook_signature(body=body, secret=secret),
-    }
-    try:
-        response = requests.post(
-            settings.ALERT_WEBHOOK_URL, data=body, headers=headers,
-            timeout=WEBHOOK_TIMEOUT_SECONDS,
-            # A redirect would be followed as a GET without the body: count it as a failure.
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        return f"no answer within {WEBHOOK_TIMEOUT_SECONDS:g} s"
-    except requests.RequestException as exc:
-        return type(exc).__name__
-    if not 200 <= response.status_code < 300:
-        return f"HTTP {response.status_code}"
-    return None
+                       "is set", subject.removeprefix(SUBJECT_PREFIX))
+    AlertDelivery.objects.bulk_create(deliveries)
+    return [delivery.channel for delivery in deliveries]
 
 
 def _subject(items: list[AlertItem]) -> str:
-    attention = sum(1 for item in items if item.kind != Kind.RESOLVED)
-    resolved = len(items) - attention
+    accounts = [item for item in items if item.account_id is not None]
+    attention = sum(1 for item in accounts if item.kind != Kind.RESOLVED)
+    resolved = len(accounts) - attention
     parts = []
+    for item in items:
+        if item.account_id is None:
+            parts.append("refresh workers recovered" if item.kind == Kind.RESOLVED
+                         else "refresh workers stalled")
     if attention:
         parts.append(f"{attention} account{'s' if attention != 1 else ''} "
                      f"need{'s' if attention == 1 else ''} attention")
     if resolved:
         parts.append(f"{resolved} account{'s' if resolved != 1 else ''} recovered")
-    return f"[igregistry] {', '.join(parts)}"
+    return f"{SUBJECT_PREFIX}{', '.join(parts)}"[:300]  # AlertDelivery.subject's length
 
 
 _HEADINGS = {
@@ -324,6 +330,10 @@ def _body(items: list[AlertItem], *, now: datetime) -> str:
             continue
         lines += [f"{_HEADINGS[kind]} ({len(group)}):", ""]
         for item in group:
+            if item.account_id is None:
+                lines += [f"* {item.label}", f"  {item.message}",
+                          f"  Dashboard: {item.admin_url}", ""]
+                continue
             state = State.LABELS.get(item.state, item.state)
             if item.previous_state:
                 state += f" (was: {State.LABELS.get(item.previous_state, item.previous_state)})"
@@ -336,5 +346,5 @@ def _body(items: list[AlertItem], *, now: datetime) -> str:
             ]
             if item.last_error:
                 lines.append(f"  Last error: {item.last_error}")
-            lines += [f"  Admin: {item.admin_path}", ""]
+            lines += [f"  Admin: {item.admin_url}", ""]
     return "\n".join(lines)
