@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_login_failed
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import mark_safe
@@ -81,6 +81,13 @@ class RegistryAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return sensitive_post_parameters("password", "otp_token")(super().login)(
             request, extra_context)
+
+    def autocomplete_view(self, request: HttpRequest) -> HttpResponse:
+        # Django answers a request missing these parameters with a server error.
+        if not {"app_label", "model_name", "field_name"} <= request.GET.keys():
+            return HttpResponseBadRequest("app_label, model_name and field_name are required.",
+                                          content_type="text/plain")
+        return super().autocomplete_view(request)
 
     def get_urls(self) -> list[URLPattern]:
         return [

@@ -118,6 +118,10 @@ if AXES_IPWARE_PROXY_COUNT:
     AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 # Shown in authenticator apps next to the code.
 OTP_TOTP_ISSUER = env.str("OTP_ISSUER", default="igregistry")
+# Nobody sees another user's TOTP secret or QR code in the admin, superusers included:
+# each person sets up their own on the Two-factor page; an administrator can only delete a
+# lost device (Admin -> TOTP devices).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 ROOT_URLCONF = "igregistry.urls"
 WSGI_APPLICATION = "igregistry.wsgi.application"
