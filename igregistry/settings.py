@@ -209,6 +209,12 @@ INSTAGRAM_WWW_URL = env.str("INSTAGRAM_WWW_URL", default="https://www.instagram.
 INSTAGRAM_GRAPH_URL = env.str("INSTAGRAM_GRAPH_URL", default="https://graph.instagram.com")
 INSTAGRAM_CONNECT_TIMEOUT = env.float("INSTAGRAM_CONNECT_TIMEOUT", default=5.0)
 INSTAGRAM_READ_TIMEOUT = env.float("INSTAGRAM_READ_TIMEOUT", default=20.0)
+# The whole call, connect to the last byte of the answer: the read timeout bounds only each
+# wait for a byte, and a server trickling bytes would otherwise hold a worker for minutes.
+INSTAGRAM_DEADLINE_SECONDS = env.float("INSTAGRAM_DEADLINE_SECONDS", default=30.0)
+# A refresh makes one call; an authorization up to three, inside the task's 90 s limit.
+if not 0 < INSTAGRAM_DEADLINE_SECONDS <= 30:
+    raise ImproperlyConfigured("INSTAGRAM_DEADLINE_SECONDS must be between 0 and 30.")
 # How long an OAuth `state` handed to Instagram stays valid (Instagram's codes live 1 hour).
 OAUTH_STATE_TTL_SECONDS = env.int("OAUTH_STATE_TTL_SECONDS", default=30 * 60)
 if not 60 <= OAUTH_STATE_TTL_SECONDS <= 3600:

@@ -48,13 +48,16 @@ def instagram_client() -> InstagramClient:
         settings.INSTAGRAM_GRAPH_URL,
         settings.INSTAGRAM_CONNECT_TIMEOUT,
         settings.INSTAGRAM_READ_TIMEOUT,
+        settings.INSTAGRAM_DEADLINE_SECONDS,
     )
 
 
 @lru_cache(maxsize=4)
-def _client_for(api: str, www: str, graph: str, connect: float, read: float) -> InstagramClient:
+def _client_for(api: str, www: str, graph: str, connect: float, read: float,
+                deadline: float) -> InstagramClient:
     return InstagramClient(
-        api_url=api, www_url=www, graph_url=graph, connect_timeout=connect, read_timeout=read
+        api_url=api, www_url=www, graph_url=graph, connect_timeout=connect, read_timeout=read,
+        deadline=deadline,
     )
 
 

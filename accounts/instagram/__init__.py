@@ -1,0 +1,44 @@
+"""The only code that speaks HTTP to Instagram. It imports nothing from Django.
+
+- `transport`: the session, timeouts and the per-call deadline;
+- `answers`: typed results built only from values that pass explicit rules;
+- `errors`: Instagram's refusals as exceptions (TokenInvalid, RateLimited, Transient,
+  MalformedAnswer, InstagramError);
+- `usage`: bounded JSON and the usage headers; `callback`: the redirect and pasted URLs;
+- `redaction`: secrets masked in text and logs; `flavours`: the two API flavours.
+
+Everything above it deals in these results and exceptions, never in HTTP. Secrets never
+appear in an exception message, a repr, or a URL that gets logged. Endpoint facts:
+shared/instagram-api.md.
+"""
+
+from .answers import LongLivedToken, Profile, ShortLivedToken
+from .callback import CallbackParams, clean_code, parse_callback, parse_pasted
+from .client import InstagramClient
+from .errors import InstagramError, MalformedAnswer, RateLimited, TokenInvalid, Transient
+from .flavours import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
+from .redaction import RedactSecretsFilter, mask, redact_secrets
+from .usage import Usage
+
+__all__ = [
+    "ALLOWED_SCOPES",
+    "DEFAULT_SCOPES",
+    "CallbackParams",
+    "Flavour",
+    "InstagramClient",
+    "InstagramError",
+    "LongLivedToken",
+    "MalformedAnswer",
+    "Profile",
+    "RateLimited",
+    "RedactSecretsFilter",
+    "ShortLivedToken",
+    "TokenInvalid",
+    "Transient",
+    "Usage",
+    "clean_code",
+    "mask",
+    "parse_callback",
+    "parse_pasted",
+    "redact_secrets",
+]
