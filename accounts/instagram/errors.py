@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .usage import Usage, as_int
 from .redaction import redact_secrets
+from .usage import Usage, as_int
 
 # Graph error codes (shared/instagram-api.md, section 6).
 REAUTH_CODES = frozenset({190, 10}) | frozenset(range(200, 300))

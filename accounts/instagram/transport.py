@@ -9,6 +9,7 @@ shuts the call's socket down when it passes, however slowly the server sends.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import socket
 import threading
@@ -60,10 +61,8 @@ class _Watch:
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already closed: nothing left to stop
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 _current: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("watch", default=None)
