@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django import forms
+from django.utils import timezone
 
 from . import selectors
 from .instagram import mask
 from .models import Account, InstagramApp, Token
+from .timeutil import as_utc
 
 
 class InstagramAppForm(forms.ModelForm):
@@ -71,6 +75,16 @@ class PasteForm(forms.Form):
     )
 
 
+class UTCDateTimeField(forms.DateTimeField):
+    """A date and time typed without a zone is UTC (as the help text says), whatever the
+    server's TIME_ZONE."""
+
+    def to_python(self, value: object) -> datetime | None:
+        with timezone.override(UTC):
+            result = super().to_python(value)
+        return as_utc(result) if result is not None else None
+
+
 class ImportTokenForm(forms.Form):
     """Bring in a token obtained by hand (the manual curl procedure)."""
 
@@ -83,7 +97,7 @@ class ImportTokenForm(forms.Form):
                  (Token.Kind.SHORT.value, "Short-lived (1 hour): swap it for a long-lived one")],
         initial=Token.Kind.LONG.value,
     )
-    expires_at = forms.DateTimeField(
+    expires_at = UTCDateTimeField(
         required=False,
         help_text="When the long-lived token expires (UTC, YYYY-MM-DD HH:MM), if you know. "
         "Blank: the registry refreshes it once to learn its expiry.",

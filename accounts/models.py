@@ -16,9 +16,10 @@ from django.db.models import Q
 from .crypto import EncryptedTextField
 from .instagram import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
 
-digits_only = RegexValidator(r"^\d+$", "Digits only.")
+# \d would also take other scripts' digits ("١٢٣"); ids are ASCII digits.
+digits_only = RegexValidator(r"\A[0-9]+\Z", "Digits only.")
 
-_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def validate_token_filename(name: str) -> None:
@@ -32,7 +33,8 @@ def validate_token_filename(name: str) -> None:
         raise ValidationError("A token file name cannot start with a dot.")
     if ".." in name:
         raise ValidationError("A token file name cannot contain '..'.")
-    if not _SAFE_FILENAME.match(name):
+    # fullmatch: with match() and "$", a name ending in a newline would pass.
+    if not _SAFE_FILENAME.fullmatch(name):
         raise ValidationError(
             "Use at most 100 letters, digits, '.', '_' or '-', starting with a letter, "
             "digit or '_'."

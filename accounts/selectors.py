@@ -38,6 +38,7 @@ from .models import (
     TokenFile,
     validate_token_filename,
 )
+from .timeutil import utc_text
 
 
 def account_get(*, account_id: int) -> Account:
@@ -49,7 +50,7 @@ def account_find(*, key: str) -> Account:
     """An account by primary key or exact label (raises Account.DoesNotExist or
     Account.MultipleObjectsReturned)."""
     queryset = Account.objects.select_related("app", "token")
-    if key.isdigit():
+    if key.isascii() and key.isdigit():
         return queryset.get(pk=int(key))
     return queryset.get(label=key)
 
@@ -69,7 +70,7 @@ def account_summary(*, account_id: int, verb: str) -> AccountSummary:
     token: Token | None = getattr(account, "token", None)
     text = f"{account.label}: {verb} as @{account.username}."
     if token is not None:
-        text += f" The token expires on {token.expires_at:%Y-%m-%d %H:%M} UTC."
+        text += f" The token expires on {utc_text(token.expires_at)}."
     file_ok = True
     if account.export_enabled and token is not None and token.kind == Token.Kind.LONG:
         if account.file_error or account.file_state in FileState.PROBLEMS:

@@ -13,6 +13,7 @@ from ..instagram import mask
 from ..models import Account
 from ..selectors import FileState
 from ..services import Actor
+from ..timeutil import utc_text
 from .account_actions import AccountActionsMixin
 from .account_pages import AccountPagesMixin
 
@@ -96,7 +97,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, admin.ModelAdmin):
     def file_health(self, obj: Account) -> str:
         label = FileState.LABELS.get(obj.file_state, obj.file_state)
         if obj.file_checked_at:
-            label += f" (checked {obj.file_checked_at:%Y-%m-%d %H:%M} UTC)"
+            label += f" (checked {utc_text(obj.file_checked_at)})"
         orphans = selectors.token_files_orphaned().filter(account=obj)
         names = ", ".join(record.name for record in orphans)
         if names:

@@ -26,6 +26,7 @@ from .. import selectors
 from ..instagram import redact_secrets
 from ..models import Account, AlertDelivery, AlertState, SweepState
 from ..selectors import State
+from ..timeutil import utc_text
 from .alert_outbox import SUBJECT_PREFIX, alert_deliveries_send
 
 logger = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ _HEADINGS = {
 
 
 def _body(items: list[AlertItem], *, now: datetime) -> str:
-    lines = [f"Account states at {now:%Y-%m-%d %H:%M} UTC.", ""]
+    lines = [f"Account states at {utc_text(now)}.", ""]
     for kind in (Kind.ALERT, Kind.REMINDER, Kind.RESOLVED):
         group = [item for item in items if item.kind == kind]
         if not group:
@@ -337,7 +338,7 @@ def _body(items: list[AlertItem], *, now: datetime) -> str:
             state = State.LABELS.get(item.state, item.state)
             if item.previous_state:
                 state += f" (was: {State.LABELS.get(item.previous_state, item.previous_state)})"
-            expiry = f"{item.expires_at:%Y-%m-%d %H:%M} UTC" if item.expires_at else "no token"
+            expiry = f"{utc_text(item.expires_at)}" if item.expires_at else "no token"
             username = f"@{item.username}" if item.username else "(no username yet)"
             lines += [
                 f"* {item.label} — app {item.app}, {username}",

@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 
 # A long-lived token lives 60 days (shared/instagram-api.md, section 3).
 LONG_LIVED_LIFETIME = timedelta(days=60)
+# Said in the event when Instagram's answer carried a token but no usable expiry: the token
+# is kept (it may have replaced the old one) with the documented 60 days.
+ASSUMED_EXPIRY_NOTE = (" Instagram's answer gave no usable expiry: the documented 60 days are "
+                       "assumed.")
 
 
 class FlowError(Exception):

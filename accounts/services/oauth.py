@@ -15,6 +15,7 @@ from django.db import transaction
 from .. import instagram, selectors
 from ..instagram import InstagramError, RateLimited, Transient
 from ..models import Account, Event, OAuthState, PendingToken, Token
+from ..timeutil import utc_text
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import token_export
 from .tokens import token_store
@@ -233,7 +234,7 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
         message = (
             f"Instagram did not complete the swap for a long-lived token ({exc}). The "
             f"registry tries again until the short-lived token expires at "
-            f"{pending.expires_at:%H:%M} UTC."
+            f"{utc_text(pending.expires_at)}."
         )
         event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
@@ -257,6 +258,7 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
             action="authorize",
             actor=actor,
             now=now,
+            expiry_assumed=long.expiry_assumed,
         )
     except FlowError as exc:
         return exc

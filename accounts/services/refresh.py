@@ -8,6 +8,7 @@ the account to "needs re-authorization" and is not retried.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,11 +18,21 @@ from django.db import transaction
 from django.db.models import F
 
 from .. import selectors
-from ..instagram import InstagramError, RateLimited, TokenInvalid, Transient, Usage
+from ..instagram import (
+    InstagramError,
+    LongLivedToken,
+    RateLimited,
+    TokenInvalid,
+    Transient,
+    Usage,
+)
 from ..models import Account, Event, PendingToken, SweepState, Token
-from .common import Actor, FlowError, event_record, instagram_client
+from ..timeutil import utc_text
+from .common import ASSUMED_EXPIRY_NOTE, Actor, FlowError, event_record, instagram_client
 from .files import token_export, token_file_dead_token_apply
 from .oauth import pending_token_swap
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome:
@@ -102,14 +113,28 @@ def _defer_for_pause(*, token: Token, until: datetime, now: datetime) -> Refresh
     seconds = max(int((until - now).total_seconds()), 1)
     return RefreshResult(
         Outcome.PAUSED, retry_in=seconds,
-        message=f"Not attempted: Instagram asked to slow down until {until:%Y-%m-%d %H:%M} UTC.",
+        message=f"Not attempted: Instagram asked to slow down until {utc_text(until)}.",
     )
+
+
+def _call_refresh(token: Token) -> LongLivedToken:
+    """The refresh call. The client raises only InstagramError subclasses; anything else
+    would be a bug of ours, recorded as a temporary failure (with back-off and an event)
+    rather than a crashed task that leaves no trace."""
+    try:
+        return instagram_client().refresh(access_token=token.value)
+    except InstagramError:
+        raise
+    except Exception as exc:
+        logger.exception("refresh of account %s: unexpected error", token.account_id)
+        raise Transient(f"the registry could not read Instagram's answer "
+                        f"({type(exc).__name__})") from None
 
 
 def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResult:
     account = token.account
     try:
-        fresh = instagram_client().refresh(access_token=token.value)
+        fresh = _call_refresh(token)
     except TokenInvalid as exc:
         message = f"Instagram no longer accepts the token ({exc}): the owner must authorize again."
         Account.objects.filter(pk=account.pk).update(
@@ -153,8 +178,9 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResu
     token.next_attempt_at = None
     token.save()
     Account.objects.filter(pk=account.pk).update(status=Account.Status.ACTIVE, last_error="")
+    note = ASSUMED_EXPIRY_NOTE if fresh.expiry_assumed else ""
     event_record(account=account, action="refresh", outcome=Event.Outcome.OK,
-                 message=f"Refreshed; expires {expires_at:%Y-%m-%d %H:%M} UTC.",
+                 message=f"Refreshed; expires {utc_text(expires_at)}.{note}",
                  actor=actor, now=now)
     usage_record(usage=fresh.usage, now=now)
     return RefreshResult(Outcome.REFRESHED)
@@ -249,7 +275,7 @@ def tokens_flag_expired(*, actor: Actor, now: datetime) -> int:
     flagged = 0
     for token in selectors.tokens_expired_unflagged(now=now).select_related("account"):
         message = (
-            f"The token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC and can no longer be "
+            f"The token expired on {utc_text(token.expires_at)} and can no longer be "
             f"refreshed: the owner must authorize again."
         )
         changed = Account.objects.filter(

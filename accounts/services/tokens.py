@@ -9,7 +9,9 @@ from django.db import transaction
 from .. import instagram
 from ..instagram import InstagramError, Profile, TokenInvalid
 from ..models import Account, Event, Token
+from ..timeutil import as_utc, utc_text
 from .common import (
+    ASSUMED_EXPIRY_NOTE,
     LONG_LIVED_LIFETIME,
     Actor,
     FlowError,
@@ -32,9 +34,12 @@ def token_store(
     action: str,
     actor: Actor,
     now: datetime,
+    expiry_assumed: bool = False,
 ) -> Token:
     """Store a token for the account after checking that it belongs to the right
-    Instagram user; raises FlowError (and logs the refusal) when it does not."""
+    Instagram user; raises FlowError (and logs the refusal) when it does not.
+    `expiry_assumed`: Instagram gave no expiry and 60 days were assumed (said in the
+    event)."""
     token = None
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account.pk)
@@ -64,7 +69,8 @@ def token_store(
                 account=locked, action=action, outcome=Event.Outcome.OK,
                 message=(
                     f"Long-lived token for @{profile.username}, "
-                    f"expires {expires_at:%Y-%m-%d %H:%M} UTC."
+                    f"expires {utc_text(expires_at)}."
+                    + (ASSUMED_EXPIRY_NOTE if expiry_assumed else "")
                 ),
                 actor=actor, now=now,
             )
@@ -161,6 +167,9 @@ def _learn_expiry(
         if isinstance(exc, TokenInvalid) and exc.code == _TOKEN_DEAD_CODE:
             raise
         return access_token, now + LONG_LIVED_LIFETIME - timedelta(days=1), now
+    if long.expiry_assumed:
+        # A refresh that gave no expiry still renewed the token: 60 days from now.
+        return long.access_token, now + LONG_LIVED_LIFETIME, now
     return long.access_token, now + timedelta(seconds=long.expires_in), now
 
 
@@ -181,6 +190,7 @@ def token_import(
     tokens under 24 hours old), the token is young and expires in at least 59 days.
     """
     access_token = access_token.strip()
+    expires_at = as_utc(expires_at) if expires_at is not None else None
     if not access_token or any(c.isspace() for c in access_token):
         raise FlowError("Paste the access token alone, without spaces.", account=account)
     if expires_at is not None and expires_at <= now:
@@ -188,6 +198,7 @@ def token_import(
                         "authorize the account instead.", account=account)
     client = instagram_client()
     obtained_at = now
+    assumed = False
     try:
         profile = client.me(access_token=access_token,
                             fields=profile_fields(account.app.flavour))
@@ -196,6 +207,7 @@ def token_import(
                 client_secret=account.app.app_secret, access_token=access_token
             )
             access_token, expires_at = long.access_token, now + timedelta(seconds=long.expires_in)
+            assumed = long.expiry_assumed
         elif expires_at is None:
             access_token, expires_at, obtained_at = _learn_expiry(
                 client=client, access_token=access_token, now=now
@@ -224,6 +236,7 @@ def token_import(
         action="import",
         actor=actor,
         now=now,
+        expiry_assumed=assumed,
     )
     account.refresh_from_db()
     token_export(account=account, actor=actor, now=now)

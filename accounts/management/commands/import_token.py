@@ -7,11 +7,12 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from accounts import selectors, services
+from accounts.management.output import terminal_safe
 from accounts.models import Account, Token
 from accounts.services import Actor, FlowError
+from accounts.timeutil import parse_utc
 
 
 class Command(BaseCommand):
@@ -57,7 +58,7 @@ class Command(BaseCommand):
         except FlowError as exc:
             raise CommandError(exc.message)
         summary = selectors.account_summary(account_id=account.pk, verb="imported")
-        self.stdout.write(summary.text)
+        self.stdout.write(terminal_safe(summary.text))
         if not summary.file_ok:
             # The token is stored, but the website does not have it: cron must hear of it.
             raise CommandError("The token was stored but its file was not written; the "
@@ -65,9 +66,8 @@ class Command(BaseCommand):
 
 
 def _parse_when(text: str) -> datetime:
-    value = parse_datetime(text)
+    value = parse_utc(text)
     if value is None:
-        raise CommandError(f"--expires-at: {text!r} is not an ISO 8601 date and time.")
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value, timezone.UTC)
+        raise CommandError(f"--expires-at: {text!r} is not an ISO 8601 date and time "
+                           f"(e.g. 2027-01-20T10:00:00Z; without an offset it is read as UTC).")
     return value

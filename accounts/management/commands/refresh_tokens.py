@@ -6,8 +6,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from accounts import selectors, services
+from accounts.management.output import terminal_safe
 from accounts.models import Account
 from accounts.services import Actor, Outcome
+from accounts.timeutil import utc_text
 
 
 class Command(BaseCommand):
@@ -35,8 +37,8 @@ class Command(BaseCommand):
             candidates = candidates.filter(account_id__in=chosen)
         if options["dry_run"]:
             for token in candidates.select_related("account"):
-                self.stdout.write(f"{token.account.label}: would refresh (expires "
-                                  f"{token.expires_at:%Y-%m-%d %H:%M} UTC)")
+                self.stdout.write(f"{terminal_safe(token.account.label)}: would refresh (expires "
+                                  f"{utc_text(token.expires_at)})")
             return
         failures = 0
         if chosen is None:
@@ -57,7 +59,7 @@ class Command(BaseCommand):
         if throttled_until:
             deferred = len(ids)
             self.stderr.write(f"Paused: Instagram asked to slow down until "
-                              f"{throttled_until:%Y-%m-%d %H:%M} UTC; {deferred} due "
+                              f"{utc_text(throttled_until)}; {deferred} due "
                               f"refresh(es) not attempted.")
             ids = []
         for account_id in ids:
@@ -102,5 +104,5 @@ class Command(BaseCommand):
         if result.outcome == Outcome.REFRESHED and account.file_error:
             line += f" but {account.file_error}"
             failed = True
-        self.stdout.write(line)
+        self.stdout.write(terminal_safe(line))
         return int(failed)

@@ -7,6 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import selectors
+from accounts.management.output import terminal_safe
 
 
 class Command(BaseCommand):
@@ -23,7 +24,8 @@ class Command(BaseCommand):
             return
         columns = ["id", "app", "label", "username", "status", "expires_at",
                    "last_refreshed_at", "token_file", "file_state", "last_error"]
-        table = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in rows]
+        table = [[terminal_safe(row[c] if row[c] is not None else "-") for c in columns]
+                 for row in rows]
         widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(columns)]
         self.stdout.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
         for r in table:
