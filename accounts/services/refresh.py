@@ -117,6 +117,12 @@ def _defer_for_pause(*, token: Token, until: datetime, now: datetime) -> Refresh
     )
 
 
+def _sentence(exc: Exception) -> str:
+    """The error's text ending in exactly one full stop."""
+    text = str(exc).rstrip()
+    return text if text.endswith(".") else text + "."
+
+
 def _call_refresh(token: Token) -> LongLivedToken:
     """The refresh call. The client raises only InstagramError subclasses; anything else
     would be a bug of ours, recorded as a temporary failure (with back-off and an event)
@@ -151,7 +157,7 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResu
         Token.objects.filter(pk=token.pk).update(
             refresh_failures=failures, next_attempt_at=now + timedelta(seconds=delay)
         )
-        message = f"Temporary failure, attempt {failures}: {exc}. Next try in {delay} s."
+        message = f"Temporary failure, attempt {failures}: {_sentence(exc)} Next try in {delay} s."
         Account.objects.filter(pk=account.pk).update(last_error=message)
         event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
@@ -160,7 +166,7 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResu
         return RefreshResult(Outcome.DEFERRED if deferred else Outcome.RETRY, retry_in=delay,
                              message=message)
     except InstagramError as exc:
-        message = f"Refresh failed: {exc}. The next sweep tries again."
+        message = f"Refresh failed: {_sentence(exc)} The next sweep tries again."
         Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
         Account.objects.filter(pk=account.pk).update(
             status=Account.Status.ERROR, last_error=message
