@@ -84,7 +84,9 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
         accounts = accounts.filter(state=state)
     page = Paginator(accounts, PAGE_SIZE).get_page(params.get("page"))
     current_files = selectors.token_files_current_for(accounts=list(page.object_list))
-    rows = [_row(account, current=current_files.get(account.pk), now=now)
+    paused_until = selectors.refresh_paused_until(now=now)
+    rows = [_row(account, current=current_files.get(account.pk), now=now,
+                 paused_until=paused_until)
             for account in page.object_list]
     timeline = selectors.expiry_timeline(now=now, queryset=scope)
     bars, chart_max, ticks = _chart(timeline)
@@ -105,14 +107,16 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
     )
 
 
-def _row(account: Account, *, current: TokenFile | None, now: datetime) -> Row:
+def _row(account: Account, *, current: TokenFile | None, now: datetime,
+         paused_until: datetime | None) -> Row:
     token = getattr(account, "token", None)
     exported = account.export_enabled and token is not None and token.kind == "long"
     return Row(
         account=account,
         state=account.state,
         state_label=State.LABELS[account.state],
-        next_refresh_at=selectors.next_refresh_at(account=account, now=now),
+        next_refresh_at=selectors.next_refresh_at(account=account, now=now,
+                                                  paused_until=paused_until),
         action_needed=State.ACTIONS.get(account.state, ""),
         file_state=account.file_state if exported else selectors.FileState.NOT_EXPORTED,
         file_name=(selectors.token_file_name_given(account=account, current=current)

@@ -8,6 +8,7 @@ from django import forms
 from django.utils import timezone
 
 from . import selectors
+from .crypto import DecryptionError
 from .instagram import mask
 from .models import Account, InstagramApp, Token
 from .timeutil import as_utc
@@ -36,7 +37,10 @@ class InstagramAppForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
-        self._stored_secret = self.instance.app_secret if self.instance.pk else ""
+        try:
+            self._stored_secret = self.instance.app_secret if self.instance.pk else ""
+        except DecryptionError:
+            self._stored_secret = ""  # unusable: the form asks for it again
         self.initial["app_secret"] = ""
         if self._stored_secret:
             self.fields["app_secret"].help_text = (

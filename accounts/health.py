@@ -144,9 +144,11 @@ def _queue_check(*, now: datetime) -> dict:
     check = _queue_bounds()
     backlog = selectors.refresh_backlog(now=now)
     oldest = backlog.oldest_due_at
-    return {**check, "ok": backlog.lag_seconds <= check["max_lag_seconds"],
+    return {**check,
+            "ok": backlog.lag_seconds <= check["max_lag_seconds"] and not backlog.unattended,
             "queued": backlog.queued, "lag_seconds": int(backlog.lag_seconds),
-            "oldest_due_at": oldest.isoformat() if oldest else None}
+            "oldest_due_at": oldest.isoformat() if oldest else None,
+            "unattended": backlog.unattended}
 
 
 def _broker_check(*, timeout: float) -> dict:
@@ -271,6 +273,12 @@ class RegistryCollector:
         )
         queued.add_metric([], backlog.queued)
         yield queued
+        unattended = GaugeMetricFamily(
+            "igregistry_refreshes_unattended",
+            "Due tokens no sweep has queued for longer than a sweep interval plus the bound.",
+        )
+        unattended.add_metric([], backlog.unattended)
+        yield unattended
         depth = GaugeMetricFamily(
             "igregistry_broker_queue_depth",
             "Messages waiting in the broker's queue (absent when the broker cannot say).",

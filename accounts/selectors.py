@@ -28,6 +28,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncDate
 
+from .crypto import DecryptionError
 from .models import (
     Account,
     AlertDelivery,
@@ -114,13 +115,12 @@ def token_file_name_given(*, account: Account, current: TokenFile | None) -> str
 
 
 def token_file_blocker(*, account: Account, name: str) -> TokenFile | None:
-    """The record of another account (or of a deleted one) that owns `name`, if any."""
-    return (
-        TokenFile.objects.filter(name=name)
-        .exclude(account=account)
-        .select_related("account")
-        .first()
-    )
+    """The record of another account (or of a deleted one) that owns `name`, if any.
+    `account` may be unsaved (an account being added): then any owner blocks."""
+    records = TokenFile.objects.filter(name=name).select_related("account")
+    if account.pk is not None:
+        records = records.filter(Q(account__isnull=True) | ~Q(account=account))
+    return records.first()
 
 
 def token_files_orphaned() -> QuerySet[TokenFile]:
@@ -179,21 +179,26 @@ def pending_tokens_expired(*, now: datetime) -> QuerySet[PendingToken]:
 
 @dataclass(frozen=True)
 class Backlog:
-    """Refresh tasks handed to the broker that no worker has attempted yet.
+    """Due refreshes no worker has attempted.
 
-    `queued`: how many due tokens wait for their task; `oldest_due_at`: when the longest
-    waiting of them was due to start (UTC), None when none waits; `lag_seconds`: how far
-    past that start time `now` is (0 when none is late)."""
+    `queued`: due tokens whose task was handed to the broker and not yet attempted;
+    `oldest_due_at`: when the longest waiting of them was due to start (UTC), None when
+    none waits; `lag_seconds`: how far past that start `now` is (0 when none is late);
+    `unattended`: due tokens that no sweep has even queued for longer than a sweep
+    interval plus the lag bound (beat sweeps but no worker runs the sweep, or nothing
+    sweeps at all)."""
 
     queued: int
     oldest_due_at: datetime | None
     lag_seconds: float
+    unattended: int = 0
 
 
 def refresh_backlog(*, now: datetime) -> Backlog:
     """Due tokens whose refresh task was enqueued (or scheduled for a retry) and not yet
-    attempted. A marker left on a token that is no longer due (another worker or cron
-    refreshed it) does not count. One aggregate query."""
+    attempted, and due tokens left unqueued for too long. A marker left on a token that is
+    no longer due (another worker or cron refreshed it) does not count; nothing counts as
+    unattended while a rate-limit pause holds. Two aggregate queries."""
     threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     row = (
         tokens_refreshable(now=now)
@@ -202,7 +207,21 @@ def refresh_backlog(*, now: datetime) -> Backlog:
     )
     oldest = row["oldest"]
     lag = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
-    return Backlog(queued=row["queued"], oldest_due_at=oldest, lag_seconds=lag)
+    unattended = 0
+    if refresh_paused_until(now=now) is None:
+        # Due since before the cutoff: every reason it became due lies before it.
+        cutoff = now - timedelta(minutes=settings.REFRESH_SWEEP_MINUTES
+                                 + settings.REFRESH_QUEUE_MAX_LAG_MINUTES)
+        unattended = (
+            tokens_due(now=now)
+            .filter(refresh_queued_for__isnull=True, expires_at__lt=cutoff + threshold,
+                    obtained_at__lt=cutoff - REFRESH_MIN_AGE)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=cutoff))
+            .order_by()
+            .count()
+        )
+    return Backlog(queued=row["queued"], oldest_due_at=oldest, lag_seconds=lag,
+                   unattended=unattended)
 
 
 def sweep_state() -> SweepState:
@@ -235,9 +254,13 @@ def usage_percent(*, now: datetime) -> int:
 
 
 def token_files_to_check() -> QuerySet[Account]:
-    """Accounts whose long-lived token should have a file."""
-    return Account.objects.filter(export_enabled=True, token__kind=Token.Kind.LONG).select_related(
-        "token"
+    """Accounts whose long-lived token should have a file. The token's value is loaded
+    (decrypted) only when used, one account at a time: a value no key decrypts stops
+    that account, not every other."""
+    return (
+        Account.objects.filter(export_enabled=True, token__kind=Token.Kind.LONG)
+        .select_related("token")
+        .defer("token__value")
     )
 
 
@@ -351,10 +374,18 @@ def token_file_state(*, account: Account) -> str:
     return FileState.IN_SYNC
 
 
+def _file_state_or_unwritable(account: Account) -> str:
+    try:
+        return token_file_state(account=account)
+    except DecryptionError:
+        return FileState.UNWRITABLE
+
+
 def token_status_rows() -> list[dict]:
     """One JSON-ready row per account (token_status --json; format in README)."""
     rows = []
-    accounts = Account.objects.select_related("app", "token").order_by("app__name", "label")
+    accounts = (Account.objects.select_related("app", "token").defer("token__value")
+                .order_by("app__name", "label"))
     for account in accounts:
         token = getattr(account, "token", None)
         path = token_file_path(account=account)
@@ -370,7 +401,7 @@ def token_status_rows() -> list[dict]:
                                   if token and token.last_refreshed_at else None),
             "last_error": account.last_error or None,
             "token_file": str(path) if path and account.export_enabled else None,
-            "file_state": token_file_state(account=account),
+            "file_state": _file_state_or_unwritable(account),
             "file_error": account.file_error or None,
         })
     return rows
@@ -451,6 +482,8 @@ def accounts_with_state(*, now: datetime) -> QuerySet[Account]:
     )
     return (
         Account.objects.select_related("app", "token")
+        # Pages and alerts never show a token or a secret: never decrypt them here.
+        .defer("token__value", "app__app_secret")
         .annotate(state=_state_expression(now=now))
         .annotate(
             urgency=urgency,
@@ -475,7 +508,8 @@ def state_counts(*, now: datetime, queryset: QuerySet[Account] | None = None) ->
     return counts
 
 
-def next_refresh_at(*, account: Account, now: datetime) -> datetime | None:
+def next_refresh_at(*, account: Account, now: datetime,
+                    paused_until: datetime | None = None) -> datetime | None:
     """When the sweep will next try to refresh the account's token (UTC), or None when it
     never will on its own: no long-lived token, expired, or the account waits for its
     owner (needs re-authorization, never authorized)."""
@@ -486,6 +520,8 @@ def next_refresh_at(*, account: Account, now: datetime) -> datetime | None:
         return None
     threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     candidates = [token.obtained_at + REFRESH_MIN_AGE, token.expires_at - threshold, now]
+    if paused_until is not None:
+        candidates.append(paused_until)
     if token.next_attempt_at:
         candidates.append(token.next_attempt_at)
     when = max(candidates)

@@ -6,6 +6,7 @@ import hmac
 
 from django.conf import settings
 from django.contrib import messages
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -89,4 +90,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     elif request.META.get("REMOTE_ADDR") not in settings.METRICS_ALLOWED_IPS:
         return HttpResponse("Not from this address: set METRICS_TOKEN or METRICS_ALLOWED_IPS.\n",
                             status=403, content_type="text/plain")
-    return HttpResponse(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)
+    try:
+        text = generate_latest(_registry)
+    except DatabaseError:
+        # Say so at once (a scraper's own timeout would only say "down"); /healthz tells more.
+        return HttpResponse("The database does not answer: no metrics.\n", status=503,
+                            content_type="text/plain")
+    return HttpResponse(text, content_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages import constants as message_levels
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -506,3 +507,135 @@ def test_the_admin_refuses_a_file_name_another_account_owns(admin_client, fake, 
     assert "belongs to account &#x27;Owner&#x27;" in response.content.decode()
     assert reload(other).token_filename == ""
     assert (token_dir / "shop").read_text() == reload(owner).token.value
+
+
+# --- found by trying it as a new user ---------------------------------------------------
+
+
+def test_a_short_lived_token_imported_as_long_lived_is_swapped(fake, login_app, tmp_path):
+    account = Account.objects.create(app=login_app, label="Shop")
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(fake.mint_token(client_id=LOGIN_ID, username="shop", kind="short"))
+    run("import_token", "--account", "Shop", "--token-file", str(token_file))
+    token = reload(account).token
+    assert fake.token_info(token.value)["kind"] == "long"  # not the 1-hour token
+    assert abs(token.expires_at - (timezone.now() + 60 * DAY)) < timedelta(minutes=2)
+
+
+def test_import_without_expiry_waits_out_a_pause(fake, login_app, tmp_path):
+    Account.objects.create(app=login_app, label="Shop")
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(fake.mint_token(client_id=LOGIN_ID, username="shop", age=5 * DAY))
+    pause()
+    with pytest.raises(CommandError, match="slow down"):
+        run("import_token", "--account", "Shop", "--token-file", str(token_file))
+    assert fake.calls("/refresh_access_token") == []
+    assert not Token.objects.filter(account__label="Shop").exists()
+
+
+def test_one_token_no_key_decrypts_spoils_only_its_own_account(
+        admin_client, fake, login_app, token_dir, alerts_by_mail):
+    good = [due_account(fake, login_app, f"Good {i}", age=5 * DAY) for i in range(2)]
+    bad = due_account(fake, login_app, "Bad")
+    for account in [*good, bad]:
+        services.token_export(account=account, actor=ACTOR, now=timezone.now())
+    for path in token_dir.iterdir():
+        path.unlink()
+    with connection.cursor() as cursor:  # raw: the field would encrypt whatever it is given
+        cursor.execute("UPDATE accounts_token SET value = %s WHERE account_id = %s",
+                       ["not-a-fernet-token", bad.pk])
+
+    report = tasks.reconcile_token_files.apply().get()
+
+    assert (report["rewritten"], report["failed"]) == (2, 1)
+    for account in good:
+        assert (token_dir / account.username).read_text() == reload(account).token.value
+    assert "cannot be decrypted" in Account.objects.get(pk=bad.pk).file_error
+    assert state_of(bad) == State.FILE_PROBLEM
+    assert admin_client.get(DASHBOARD).status_code == 200
+    assert admin_client.get(reverse("admin:accounts_account_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:accounts_account_change",
+                                    args=[bad.pk])).status_code == 200
+    out, _ = run("token_status")
+    assert "Bad" in out
+    result = services.token_refresh(account_id=bad.pk, actor=ACTOR, now=timezone.now())
+    assert result.outcome == Outcome.FAILED and "cannot be decrypted" in result.message
+    assert fake.calls("/refresh_access_token") == []
+
+
+def test_turning_export_off_orphans_the_file_it_left(admin_client, fake, login_app,
+                                                    token_dir):
+    account = due_account(fake, login_app, "Shop", age=5 * DAY)
+    services.token_export(account=account, actor=ACTOR, now=timezone.now())
+    change = reverse("admin:accounts_account_change", args=[account.pk])
+    admin_client.post(change, {"app": login_app.pk, "label": "Shop", "token_filename": "",
+                               "export_format": "text"})
+    assert reload(account).export_enabled is False
+    assert (token_dir / "shop").exists()  # left for the website, but flagged
+    assert TokenFile.objects.get(name="shop").status == TokenFile.Status.ORPHANED
+    files = admin_client.get(reverse("admin:accounts_tokenfile_changelist"),
+                             {"orphaned": "yes"}).content.decode()
+    assert "shop" in files
+
+
+def test_deleting_an_account_orphans_its_file(admin_client, fake, login_app, token_dir):
+    account = due_account(fake, login_app, "Shop", age=5 * DAY)
+    services.token_export(account=account, actor=ACTOR, now=timezone.now())
+    admin_client.post(reverse("admin:accounts_account_delete", args=[account.pk]),
+                      {"post": "yes"})
+    assert not Account.objects.filter(pk=account.pk).exists()
+    record = TokenFile.objects.get(name="shop")
+    assert record.status == TokenFile.Status.ORPHANED and record.account_label
+    assert list(selectors.token_files_orphaned()) == [record]
+
+
+def test_adding_an_account_with_a_file_name_is_checked_not_a_crash(admin_client, fake,
+                                                                   login_app, token_dir):
+    owner = due_account(fake, login_app, "Owner", username="shop", age=5 * DAY)
+    services.token_export(account=owner, actor=ACTOR, now=timezone.now())
+    add = reverse("admin:accounts_account_add")
+    form = {"app": login_app.pk, "label": "New", "export_enabled": "on",
+            "export_format": "text"}
+    taken = admin_client.post(add, {**form, "token_filename": "shop"})
+    assert taken.status_code == 200 and "belongs to account" in taken.content.decode()
+    assert admin_client.post(add, {**form, "token_filename": "new-feed"}).status_code == 302
+    assert Account.objects.get(label="New").token_filename == "new-feed"
+
+
+def test_the_dashboard_shows_the_action_beside_the_date_and_the_pause(admin_client, fake,
+                                                                      login_app):
+    broken = due_account(fake, login_app, "Broken", age=5 * DAY)
+    Account.objects.filter(pk=broken.pk).update(file_state=FileState.UNWRITABLE)
+    due_now = due_account(fake, login_app, "Due")
+    pause(30)
+    rows = {r.account.pk: r for r in admin_client.get(DASHBOARD).context["dash"].rows}
+    assert rows[broken.pk].action_needed == "Fix the token file"
+    assert rows[due_now.pk].next_refresh_at >= SweepState.objects.get(pk=1).throttled_until
+    assert "Fix the token file" in admin_client.get(DASHBOARD).content.decode()
+
+
+def test_metrics_answer_503_at_once_when_the_database_fails(client, db, monkeypatch):
+    from django.db import OperationalError
+
+    def down(**kwargs):  # noqa: ANN003
+        raise OperationalError("no answer")
+
+    monkeypatch.setattr(selectors, "state_counts", down)
+    response = client.get("/metrics")
+    assert response.status_code == 503
+
+
+def test_due_tokens_no_sweep_queued_fail_the_liveness_check(client, fake, settings,
+                                                            transactional_db):
+    # /healthz reads through connections of its own: the rows must be committed.
+    login_app = make_app(fake, "instagram_login")
+    settings.REFRESH_SWEEP_MINUTES = 60
+    settings.REFRESH_QUEUE_MAX_LAG_MINUTES = 30
+    SweepState.objects.update_or_create(pk=1, defaults={"last_succeeded_at": timezone.now()})
+    # Due for ten days (50 days old, 10 left) and never queued: no worker ran a sweep.
+    due_account(fake, login_app, "Shop")
+    check = client.get("/healthz").json()["checks"]["refresh_queue"]
+    assert check["ok"] is False and check["unattended"] == 1
+    # A token that only just became due is the next sweep's business.
+    Token.objects.update(expires_at=timezone.now() + (50 * DAY - timedelta(minutes=5)))
+    assert client.get("/healthz").json()["checks"]["refresh_queue"]["ok"] is True

@@ -54,7 +54,7 @@ def test_healthy(client, swept):
     assert set(body["checks"]) == {"database", "broker", "sweep", "refresh_queue"}
     assert body["checks"]["sweep"]["age_seconds"] >= 300
     assert body["checks"]["refresh_queue"] == {
-        "ok": True, "queued": 0, "lag_seconds": 0, "max_lag_seconds": 30 * 60,
+        "ok": True, "queued": 0, "lag_seconds": 0, "max_lag_seconds": 30 * 60, "unattended": 0,
         "oldest_due_at": None,
     }
 

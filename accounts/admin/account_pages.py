@@ -132,6 +132,9 @@ class AccountPagesMixin:
             if path_ is None:
                 messages.warning(request, f"{account}: took over the file name, but the file "
                                  f"was not written: {account.file_error or 'no token yet'}")
+            elif account.status == Account.Status.NEEDS_REAUTH:
+                messages.warning(request, f"{account}: took over and wrote {path_}, but the "
+                                 f"token in it is dead: authorize the account again.")
             else:
                 messages.success(request, f"{account}: took over and wrote {path_}.")
         return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[pk]))

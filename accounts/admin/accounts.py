@@ -4,10 +4,12 @@ extra pages in `account_pages`; neither holds a token, and a token is never rend
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from .. import selectors, services
+from ..crypto import DecryptionError
 from ..forms import AccountForm
 from ..instagram import mask
 from ..models import Account
@@ -48,7 +50,28 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, admin.ModelAdmin):
     @admin.display(description="token")
     def token_hint(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return mask(token.value) if token else "—"
+        if token is None:
+            return "—"
+        try:
+            return mask(token.value)
+        except DecryptionError:
+            return "cannot be decrypted (ENCRYPTION_KEYS)"
+
+    def delete_model(self, request: HttpRequest, obj: Account) -> None:
+        self.delete_queryset(request, Account.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        # Their files stay on disk (websites may read them), listed as orphaned.
+        actor, now = Actor(user=request.user), timezone.now()
+        for account in queryset:
+            services.token_file_release(account=account, reason="the account was deleted",
+                                        actor=actor, now=now)
+        super().delete_queryset(request, queryset)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
+        # Decrypted one row at a time (for the hint): a value no key decrypts spoils its
+        # own cell, not the whole list.
+        return super().get_queryset(request).select_related("token").defer("token__value")
 
     @admin.display(description="token kind")
     def token_kind(self, obj: Account) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from ..crypto import DecryptionError
 from ..forms import InstagramAppForm
 from ..instagram import mask
 from ..models import InstagramApp
@@ -22,7 +24,13 @@ class InstagramAppAdmin(admin.ModelAdmin):
 
     @admin.display(description="app secret")
     def secret_hint(self, obj: InstagramApp) -> str:
-        return mask(obj.app_secret)
+        try:
+            return mask(obj.app_secret)
+        except DecryptionError:
+            return "cannot be decrypted (ENCRYPTION_KEYS): enter it again"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[InstagramApp]:
+        return super().get_queryset(request).defer("app_secret")
 
     def get_fields(self, request: HttpRequest, obj: InstagramApp | None = None) -> list[str]:
         fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]

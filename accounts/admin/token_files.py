@@ -7,20 +7,44 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .. import services
+from .. import selectors, services
 from ..models import TokenFile
 from ..services import Actor, FlowError
+
+
+class OrphanedFilter(admin.SimpleListFilter):
+    """Orphaned means no account writes the file: renamed away, export off, or deleted."""
+
+    title = "status"
+    parameter_name = "orphaned"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [("yes", "Orphaned"), ("no", "Current")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[TokenFile]) -> QuerySet:
+        orphaned = selectors.token_files_orphaned().values("pk")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=orphaned)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=orphaned)
+        return queryset
 
 
 @admin.register(TokenFile)
 class TokenFileAdmin(admin.ModelAdmin):
     """Read-only list; removing an orphaned file is the one action (delete permission)."""
 
-    list_display = ["name", "owner", "status", "written_at", "orphaned_at"]
-    list_filter = ["status"]
+    list_display = ["name", "owner", "state", "written_at", "orphaned_at"]
+    list_filter = [OrphanedFilter]
     search_fields = ["name", "account_label"]
     list_select_related = ["account"]
     actions = ["remove_action"]
+
+    @admin.display(description="status")
+    def state(self, obj: TokenFile) -> str:
+        if obj.account_id is None or obj.status == TokenFile.Status.ORPHANED:
+            return "Orphaned: no account writes it"
+        return "Written by its account"
 
     @admin.display(description="account")
     def owner(self, obj: TokenFile) -> str:

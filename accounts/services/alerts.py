@@ -123,14 +123,19 @@ def alerts_dispatch(*, now: datetime) -> AlertReport:
     has waited more than REFRESH_QUEUE_MAX_LAG_MINUTES past its start. That alert needs a
     live worker to run this task; /healthz is what catches "no worker at all".
 
-    With no channel configured the states are still recorded and nothing is queued.
-    Call it outside any transaction: the sending commits delivery by delivery."""
+    With no channel configured nothing is recorded as told (only logged): once a channel
+    is configured, every problem that lasts is announced at the next run instead of
+    waiting for its reminder. Call it outside any transaction: the sending commits
+    delivery by delivery."""
     report = AlertReport()
     with transaction.atomic():
         _lock_run()
         report.items = _workers_items(now=now) + _compute_and_record(now=now)
         if report.items:
             report.queued = _queue(items=report.items, now=now)
+        if not (settings.ALERT_EMAILS or settings.ALERT_WEBHOOK_URL):
+            # Nobody was told: forget what this run decided.
+            transaction.set_rollback(True)
     for item in report.items:
         if item.kind == Kind.ALERT:
             report.alerts += 1
@@ -213,7 +218,8 @@ def _workers_items(*, now: datetime) -> list[AlertItem]:
     """Decide what to say about the refresh workers and record it on the SweepState row
     (caller holds the transaction and the run lock). Two queries when there is no news."""
     backlog = selectors.refresh_backlog(now=now)
-    stalled = backlog.lag_seconds > settings.REFRESH_QUEUE_MAX_LAG_MINUTES * 60
+    stalled = (backlog.lag_seconds > settings.REFRESH_QUEUE_MAX_LAG_MINUTES * 60
+               or backlog.unattended > 0)
     current = Workers.STALLED if stalled else Workers.OK
     sweep = selectors.sweep_state()
     previous, sent_at = sweep.workers_alert_state, sweep.workers_alert_sent_at
@@ -230,7 +236,14 @@ def _workers_items(*, now: datetime) -> list[AlertItem]:
     SweepState.objects.filter(pk=sweep.pk).update(workers_alert_state=current,
                                                   workers_alert_sent_at=now)
     minutes = int(backlog.lag_seconds // 60)
-    if stalled:
+    if stalled and backlog.lag_seconds <= settings.REFRESH_QUEUE_MAX_LAG_MINUTES * 60:
+        message = (
+            f"Due refreshes are not being queued: {backlog.unattended} due token"
+            f"{'s' if backlog.unattended != 1 else ''} waited longer than a sweep interval "
+            f"plus {settings.REFRESH_QUEUE_MAX_LAG_MINUTES:g} minutes; check beat and the "
+            f"worker processes."
+        )
+    elif stalled:
         message = (
             f"Refresh workers are not taking refreshes off the queue: {backlog.queued} due "
             f"refresh{'es' if backlog.queued != 1 else ''} waiting, the oldest {minutes} "
@@ -291,10 +304,8 @@ def _queue(*, items: list[AlertItem], now: datetime) -> list[str]:
                                         subject=subject, body=body,
                                         created_at=now, next_attempt_at=now))
     if not deliveries:
-        # The states are recorded anyway: configuring a channel later must not replay
-        # every old problem as new.
         logger.warning("alerts: %s to say but neither ALERT_EMAILS nor ALERT_WEBHOOK_URL "
-                       "is set", subject.removeprefix(SUBJECT_PREFIX))
+                       "is set: nobody is told", subject.removeprefix(SUBJECT_PREFIX))
     AlertDelivery.objects.bulk_create(deliveries)
     return [delivery.channel for delivery in deliveries]
 

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from .. import selectors
+from ..crypto import DecryptionError
 from ..models import Account, Event, Token, TokenFile, validate_token_filename
 from ..selectors import FileState
 from .common import Actor, FlowError, event_record
@@ -54,9 +55,15 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
         account = (
             Account.objects.select_for_update(of=("self",))
             .select_related("token")
+            .defer("token__value")  # decrypted where it is written, failures recorded
             .get(pk=account.pk)
         )
         token = getattr(account, "token", None)
+        if not account.export_enabled:
+            # The file stays on disk (a website may still read it) but is no longer
+            # written: flagged orphaned, so it is seen and removed, never silently stale.
+            token_file_release(account=account, reason="its export was turned off",
+                               actor=actor, now=now)
         if not account.export_enabled or token is None or token.kind != Token.Kind.LONG:
             _record_state(account=account, state=FileState.NOT_EXPORTED, error="", now=now)
             return None
@@ -73,7 +80,7 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
             _export_failed(account=account, state=FileState.NAME_TAKEN, message=str(exc),
                            actor=actor, now=now)
             return None
-        except (OSError, ValidationError, LookupError) as exc:
+        except (OSError, ValidationError, LookupError, DecryptionError) as exc:
             message = _export_error_text(exc, selectors.token_file_name(account=account))
             _export_failed(account=account, state=FileState.UNWRITABLE, message=message,
                            actor=actor, now=now)
@@ -148,15 +155,24 @@ def _claim(*, account: Account, actor: Actor, now: datetime) -> TokenFile:
         raise FileNameTaken(name=name, owner=owner) from None
 
 
-def _orphan(*, record: TokenFile, actor: Actor, now: datetime) -> None:
+def _orphan(*, record: TokenFile, actor: Actor, now: datetime,
+            reason: str = "the account's file was renamed") -> None:
     record.status, record.orphaned_at = TokenFile.Status.ORPHANED, now
     record.save(update_fields=["status", "orphaned_at"])
     event_record(
         account=record.account, action="file_orphaned", outcome=Event.Outcome.OK,
-        message=(f"Token file {record.name!r} is no longer written (the account's file was "
-                 f"renamed); it stays on disk until an operator removes it."),
+        message=(f"Token file {record.name!r} is no longer written ({reason}); it stays on "
+                 f"disk until an operator removes it in Token files."),
         actor=actor, now=now,
     )
+
+
+def token_file_release(*, account: Account, reason: str, actor: Actor, now: datetime) -> None:
+    """The account stops writing its current token file (export turned off, account about
+    to be deleted): the file stays on disk, flagged orphaned, until an operator removes
+    it. A second call does nothing."""
+    for record in TokenFile.objects.filter(account=account, status=TokenFile.Status.CURRENT):
+        _orphan(record=record, actor=actor, now=now, reason=reason)
 
 
 def token_file_take_over(*, account: Account, actor: Actor, now: datetime) -> Path | None:
@@ -228,6 +244,9 @@ def token_file_remove(*, token_file: TokenFile, actor: Actor, now: datetime) -> 
 
 
 def _export_error_text(exc: Exception, name: str) -> str:
+    if isinstance(exc, DecryptionError):
+        return ("Token file not written: the stored token cannot be decrypted with any key in "
+                "ENCRYPTION_KEYS (restore the key that encrypted it, or authorize again).")
     if isinstance(exc, ValidationError):
         return f"Token file not written: {' '.join(exc.messages)}"
     if isinstance(exc, LookupError):
@@ -289,7 +308,11 @@ def token_files_reconcile(
     in_sync: list[int] = []
     for account in selectors.token_files_to_check():
         checked += 1
-        if not rewrite_all and selectors.token_file_state(account=account) == FileState.IN_SYNC:
+        try:
+            state = None if rewrite_all else selectors.token_file_state(account=account)
+        except DecryptionError:
+            state = None  # the export records why it cannot write this one
+        if state == FileState.IN_SYNC:
             in_sync.append(account.pk)
             continue
         if token_export(account=account, actor=actor, now=now) is None:

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 
 from .. import selectors
+from ..crypto import DecryptionError
 from ..instagram import (
     InstagramError,
     LongLivedToken,
@@ -80,6 +81,8 @@ def token_refresh(
         token = (
             Token.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("account__app")
+            # Decrypted when sent, so that a value no key decrypts is a recorded failure.
+            .defer("value", "account__app__app_secret")
             .filter(account_id=account_id)
             .first()
         )
@@ -128,7 +131,13 @@ def _call_refresh(token: Token) -> LongLivedToken:
     would be a bug of ours, recorded as a temporary failure (with back-off and an event)
     rather than a crashed task that leaves no trace."""
     try:
-        return instagram_client().refresh(access_token=token.value)
+        value = token.value
+    except DecryptionError:
+        raise InstagramError("the stored token cannot be decrypted with any key in "
+                             "ENCRYPTION_KEYS (restore the key that encrypted it, or "
+                             "authorize the account again)") from None
+    try:
+        return instagram_client().refresh(access_token=value)
     except InstagramError:
         raise
     except Exception as exc:

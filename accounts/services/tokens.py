@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 
-from .. import instagram
+from .. import instagram, selectors
 from ..instagram import InstagramError, Profile, TokenInvalid
 from ..models import Account, Event, Token
 from ..timeutil import as_utc, utc_text
@@ -149,16 +149,19 @@ _TOKEN_DEAD_CODE = 190
 
 
 def _learn_expiry(
-    *, client: instagram.InstagramClient, access_token: str, now: datetime
-) -> tuple[str, datetime, datetime]:
-    """Refresh a long-lived token /me has just accepted, to learn its expiry. Returns the
-    token to keep, its expiry and when it was obtained (UTC).
+    *, client: instagram.InstagramClient, client_secret: str, access_token: str, now: datetime
+) -> tuple[str, datetime, datetime, bool]:
+    """Refresh a token /me has just accepted, to learn its expiry. Returns the token to
+    keep, its expiry, when it was obtained (UTC), and whether the expiry is assumed.
 
     Instagram refuses to refresh a token under 24 hours old, with an undocumented error
-    (shared/instagram-api.md, section 4; a test server answers code 10): any refusal other
-    than 190 therefore means a young token, counted as expiring 59 days from now and
-    obtained now, so the sweep leaves it alone for its first day. Raises TokenInvalid
-    (190 only), Transient or RateLimited (nothing is known yet: try again)."""
+    (shared/instagram-api.md, section 4; a test server answers code 10), and refuses to
+    refresh a short-lived token at all. So a refusal other than 190 is followed by a swap
+    for a long-lived token: if Instagram swaps it, it was short-lived after all (imported
+    under the wrong kind) and the swap's long-lived token is kept; if it refuses that too,
+    the token is a young long-lived one, counted as expiring 59 days from now and obtained
+    now, so the sweep leaves it alone for its first day. Raises TokenInvalid (190 only),
+    Transient or RateLimited (nothing is known yet: try again)."""
     try:
         long = client.refresh(access_token=access_token)
     except (instagram.Transient, instagram.RateLimited):
@@ -166,11 +169,17 @@ def _learn_expiry(
     except InstagramError as exc:
         if isinstance(exc, TokenInvalid) and exc.code == _TOKEN_DEAD_CODE:
             raise
-        return access_token, now + LONG_LIVED_LIFETIME - timedelta(days=1), now
+        try:
+            long = client.exchange_for_long_lived(client_secret=client_secret,
+                                                  access_token=access_token)
+        except (instagram.Transient, instagram.RateLimited):
+            raise
+        except InstagramError:
+            return access_token, now + LONG_LIVED_LIFETIME - timedelta(days=1), now, False
     if long.expiry_assumed:
-        # A refresh that gave no expiry still renewed the token: 60 days from now.
-        return long.access_token, now + LONG_LIVED_LIFETIME, now
-    return long.access_token, now + timedelta(seconds=long.expires_in), now
+        # An answer that gave no expiry still renewed the token: 60 days from now.
+        return long.access_token, now + LONG_LIVED_LIFETIME, now, True
+    return long.access_token, now + timedelta(seconds=long.expires_in), now, False
 
 
 def token_import(
@@ -209,8 +218,17 @@ def token_import(
             access_token, expires_at = long.access_token, now + timedelta(seconds=long.expires_in)
             assumed = long.expiry_assumed
         elif expires_at is None:
-            access_token, expires_at, obtained_at = _learn_expiry(
-                client=client, access_token=access_token, now=now
+            paused_until = selectors.refresh_paused_until(now=now)
+            if paused_until is not None:
+                raise FlowError(
+                    f"Instagram asked the registry to slow down until {utc_text(paused_until)}"
+                    f": the refresh that tells this token's expiry would break that. Give the "
+                    f"token's expiry, or import it after that time. Nothing was stored.",
+                    account=account,
+                )
+            access_token, expires_at, obtained_at, assumed = _learn_expiry(
+                client=client, client_secret=account.app.app_secret,
+                access_token=access_token, now=now,
             )
         else:
             # Best estimate of when it was issued; refreshes only need "older than 24 h".
