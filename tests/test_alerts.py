@@ -941,9 +941,10 @@ def test_queries_do_not_grow_with_accounts(channels, mailoutbox, app,
     assert first_200 == first_20
     assert quiet_200 == quiet_20
     # Deciding (in one transaction): the advisory lock (PostgreSQL only), the refresh
-    # backlog (queued, the pause, unattended), the sweep row, alert states, accounts, the state writes, the deliveries'
-    # insert. Sending, per delivery: a transaction with its locked read, its update and
-    # its event; then one read that finds nothing more. A quiet run only reads.
+    # backlog (queued, the pause, unattended), the sweep row, alert states, accounts, the
+    # state writes, the deliveries' insert. Sending, per delivery: a transaction with its
+    # locked read, its update and its event; then one read that finds nothing more. A quiet
+    # run only reads.
     assert first_20 <= 24 and quiet_20 <= 12
     with django_assert_max_num_queries(24):
         report = run(NOW + 27 * HOUR)  # a day after the second batch's alerts
