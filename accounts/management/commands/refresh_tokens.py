@@ -35,6 +35,13 @@ class Command(BaseCommand):
         chosen = self._chosen_ids(options["account"])
         if chosen is not None:
             candidates = candidates.filter(account_id__in=chosen)
+            # Say why an account asked for by name is left alone, rather than nothing.
+            left = set(chosen) - set(candidates.values_list("account_id", flat=True))
+            for account in Account.objects.filter(pk__in=left).order_by("label"):
+                why = ("not refreshable now: Instagram refreshes only a long-lived token at "
+                       "least 24 hours old and unexpired, of an authorized account"
+                       if options["force"] else "not due (--force refreshes it anyway)")
+                self.stdout.write(terminal_safe(f"{account.label}: {why}"))
         if options["dry_run"]:
             for token in candidates.select_related("account"):
                 self.stdout.write(f"{terminal_safe(token.account.label)}: would refresh (expires "
