@@ -639,3 +639,10 @@ def test_due_tokens_no_sweep_queued_fail_the_liveness_check(client, fake, settin
     # A token that only just became due is the next sweep's business.
     Token.objects.update(expires_at=timezone.now() + (50 * DAY - timedelta(minutes=5)))
     assert client.get("/healthz").json()["checks"]["refresh_queue"]["ok"] is True
+
+
+def test_refresh_tokens_says_why_a_named_account_is_left_alone(fake, login_app):
+    due_account(fake, login_app, "Young", age=timedelta(hours=2))
+    out, _ = run("refresh_tokens", "--force", "--account", "Young")
+    assert "Young: not refreshable now" in out
+    assert fake.calls("/refresh_access_token") == []
