@@ -18,7 +18,8 @@ from .instagram import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
 
 digits_only = RegexValidator(r"^\d+$", "Digits only.")
 
-_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+# Used with fullmatch: "$" would also match before a trailing newline ("feed\n").
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def validate_token_filename(name: str) -> None:
@@ -32,7 +33,7 @@ def validate_token_filename(name: str) -> None:
         raise ValidationError("A token file name cannot start with a dot.")
     if ".." in name:
         raise ValidationError("A token file name cannot contain '..'.")
-    if not _SAFE_FILENAME.match(name):
+    if not _SAFE_FILENAME.fullmatch(name):
         raise ValidationError(
             "Use at most 100 letters, digits, '.', '_' or '-', starting with a letter, "
             "digit or '_'."
