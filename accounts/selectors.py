@@ -114,12 +114,12 @@ def token_file_name_given(*, account: Account, current: TokenFile | None) -> str
 
 def token_file_blocker(*, account: Account, name: str) -> TokenFile | None:
     """The record of another account (or of a deleted one) that owns `name`, if any."""
-    return (
-        TokenFile.objects.filter(name=name)
-        .exclude(account=account)
-        .select_related("account")
-        .first()
-    )
+    records = TokenFile.objects.filter(name=name)
+    if account.pk is not None:
+        # An account being added owns nothing yet (and Django refuses to filter on an
+        # unsaved instance: ValueError).
+        records = records.exclude(account=account)
+    return records.select_related("account").first()
 
 
 def token_files_orphaned() -> QuerySet[TokenFile]:
