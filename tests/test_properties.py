@@ -4,7 +4,8 @@ registry or stores anything it should not.
 - the callback's and the paste form's parsers, on any input, and their round trips;
 - token file names: accepted exactly when the documented rule says so;
 - the callback view, the admin forms and the admin pages, as a superuser, on any input.
-Instagram's answers are in test_properties_answers.py.
+Instagram's answers: test_properties_answers.py (the parsers) and test_properties_http.py
+(the client over HTTP).
 """
 
 from __future__ import annotations
