@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from django import forms
+from django.core.validators import URLValidator
 from django.utils import timezone
 
 from . import selectors
@@ -28,6 +30,8 @@ class InstagramAppForm(forms.ModelForm):
         label="Redirect URI",
         max_length=500,
         assume_scheme="https",
+        # URLField also takes ftp:// and ftps://; Instagram redirects a browser, over http(s).
+        validators=[URLValidator(schemes=["http", "https"])],
         help_text=InstagramApp._meta.get_field("redirect_uri").help_text,
     )
 
@@ -48,6 +52,14 @@ class InstagramAppForm(forms.ModelForm):
             )
         else:
             self.fields["app_secret"].help_text = "From the app's Instagram settings at Meta."
+
+    def clean_app_id(self) -> str:
+        # The model's validator (\d) also takes other scripts' digits ("١٢٣"); an app ID
+        # Meta issued is ASCII digits, and it goes verbatim into Instagram's URLs.
+        app_id = self.cleaned_data.get("app_id", "")
+        if not re.fullmatch(r"[0-9]{1,32}", app_id):
+            raise forms.ValidationError("Digits 0-9 only, at most 32.")
+        return app_id
 
     def clean_app_secret(self) -> str:
         secret = self.cleaned_data.get("app_secret", "")

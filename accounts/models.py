@@ -19,6 +19,7 @@ from .instagram import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
 # \d would also take other scripts' digits ("١٢٣"); ids are ASCII digits.
 digits_only = RegexValidator(r"\A[0-9]+\Z", "Digits only.")
 
+# Used with fullmatch: "$" would also match before a trailing newline ("feed\n").
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 

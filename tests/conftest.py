@@ -9,12 +9,21 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 from accounts.models import Account, InstagramApp
 from tests.fake_instagram import FakeInstagram
 
 CALLBACK_URI = "http://testserver/oauth/callback/"
 OTHER_SITE_URI = "https://www.mywebsite.com/"
+# Property-based tests: in CI every run tries the same examples (derandomized, no example
+# database), so a failure there is reproducible from the log; locally each run explores anew
+# and replays the last failures from .hypothesis/. Each test sets its own max_examples and
+# deadline to keep the property tests within about a minute on two cores.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
 SECRETS = {
     "instagram_login": ("1000000000000001", "login-app-secret-9f8e7d6c5b4a"),
     "basic_display": ("1000000000000002", "basic-app-secret-1a2b3c4d5e6f"),

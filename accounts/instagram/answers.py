@@ -72,7 +72,8 @@ def valid_token(value: Any) -> str | None:
 
 def valid_id(value: Any) -> str | None:
     """The id as text if it is a non-negative integer of at most 32 ASCII digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    # Bounded before str(): an int of over 4,300 digits makes str() raise ValueError.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**32:
         value = str(value)
     return value if isinstance(value, str) and ID_RE.fullmatch(value) else None
 

@@ -30,9 +30,10 @@ def clean_code(code: str) -> str:
 def _bounded(value: str | None) -> str | None:
     if not value:
         return None
-    # Control characters and oversize values are never Instagram's: drop them here, so a
+    # Control characters (C0, DEL and C1: U+0085 is a line break to str.splitlines and to
+    # many terminals) and oversize values are never Instagram's: drop them here, so a
     # tampered redirect is simply "no code" or "unknown state" further on.
-    if len(value) > MAX_PARAM_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if len(value) > MAX_PARAM_CHARS or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
         return None
     return value
 

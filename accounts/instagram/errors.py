@@ -15,6 +15,9 @@ from .usage import Usage, as_int
 REAUTH_CODES = frozenset({190, 10}) | frozenset(range(200, 300))
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
+# Graph error codes and subcodes are 32-bit; anything else is not a code (and an int of over
+# 4,300 digits could not even be printed in the message).
+MAX_CODE = 2**31 - 1
 MESSAGE_CHARS = 300
 
 
@@ -73,10 +76,15 @@ def error_from(
 ) -> InstagramError:
     """The exception for a non-success answer (`body`: parsed JSON or None)."""
 
-    def clean(message: Any) -> str:
+    def text(value: Any) -> str | None:
+        # Only text is Instagram's message: str() of anything else can raise (RecursionError
+        # on deep nesting, ValueError on an int of over 4,300 digits) or say nothing useful.
+        return value if isinstance(value, str) and value else None
+
+    def clean(message: str) -> str:
         # Mask before cutting: a cut could leave part of a secret unrecognisable. Control
         # characters go too: this text reaches terminals and e-mails.
-        text = redact_secrets(str(message))
+        text = redact_secrets(message)
         for secret in secrets:
             if secret and len(secret) >= 6:
                 text = text.replace(secret, "[redacted]")
@@ -85,8 +93,9 @@ def error_from(
 
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
-        code, subcode = as_int(err.get("code")), as_int(err.get("error_subcode"))
-        message = clean(err.get("message") or "Instagram returned an error.")
+        code = as_int(err.get("code"), low=0, high=MAX_CODE)
+        subcode = as_int(err.get("error_subcode"), low=0, high=MAX_CODE)
+        message = clean(text(err.get("message")) or "Instagram returned an error.")
         kwargs = {"status": status, "code": code, "subcode": subcode, "usage": usage}
         if code in REAUTH_CODES:
             return TokenInvalid(message, **kwargs)
@@ -97,8 +106,9 @@ def error_from(
         return InstagramError(message, **kwargs)
     if isinstance(body, dict) and ("error_message" in body or "error_type" in body):
         # The api host's flat shape (code exchange).
-        message = clean(body.get("error_message") or body.get("error_type") or "error")
-        code = as_int(body.get("code"))
+        message = clean(text(body.get("error_message")) or text(body.get("error_type"))
+                        or "error")
+        code = as_int(body.get("code"), low=0, high=MAX_CODE)
         if status == 429:
             return RateLimited(message, status=status, code=code, usage=usage)
         if status >= 500:
@@ -110,5 +120,5 @@ def error_from(
         return Transient(f"Instagram failed on {endpoint}.", status=status, usage=usage)
     if 200 <= status < 300:
         return MalformedAnswer(f"Instagram's answer to {endpoint} was unreadable.",
-                               status=status)
+                               status=status, usage=usage)
     return InstagramError(f"Instagram refused {endpoint}.", status=status, usage=usage)

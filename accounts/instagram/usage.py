@@ -60,7 +60,7 @@ def as_int(value: Any, *, low: int | None = None, high: int | None = None) -> in
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        number = value
+        number = int(value)  # a plain int, whatever subclass came in
     elif isinstance(value, str) and 0 < len(value) <= 20:
         text = value.strip()
         digits = text[1:] if text[:1] in "+-" else text
