@@ -4,14 +4,16 @@ gates for tests that need PostgreSQL or Redis."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
 from django.db import connection
+from django.utils import timezone
 from hypothesis import settings as hypothesis_settings
 
-from accounts.models import Account, InstagramApp
+from accounts.models import Account, InstagramApp, Token
 from tests.fake_instagram import FakeInstagram
 
 CALLBACK_URI = "http://testserver/oauth/callback/"
@@ -136,3 +138,25 @@ def redis_url() -> str:
         "Redis", available, "run with REDIS_URL=redis://127.0.0.1:6379/15 (a Redis that answers)"
     )
     return url
+
+
+def active_account(fake: FakeInstagram, app: InstagramApp, label: str, *,
+                   username: str | None = None, age: timedelta = timedelta(days=50),
+                   exported: bool = False, **fields) -> Account:  # noqa: ANN003
+    """An authorized account whose long-lived token the fake minted `age` ago (default 50
+    days: due, 10 days left), with the fake's user id; its file written if `exported`."""
+    from accounts import services
+    from accounts.services import Actor
+
+    username = username or label.lower().replace(" ", "_")
+    now = timezone.now()
+    account = Account.objects.create(app=app, label=label, **fields)
+    user = fake.add_user(username, id=str(10**17 + account.pk))
+    Account.objects.filter(pk=account.pk).update(status="active", username=username,
+                                                 ig_user_id=user.id)
+    value = fake.mint_token(client_id=app.app_id, username=username, kind="long", age=age)
+    Token.objects.create(account=account, value=value, kind="long", obtained_at=now - age,
+                         expires_at=now - age + timedelta(days=60))
+    if exported:
+        services.token_export(account=account, actor=Actor(job="test"), now=now)
+    return Account.objects.select_related("token").get(pk=account.pk)

@@ -36,7 +36,7 @@ from accounts import services, tasks
 from accounts.models import Account, Event, PendingToken, SweepState, Token
 from accounts.selectors import FileState, State, accounts_with_state
 from accounts.services import Actor, Outcome
-from tests.conftest import allow_at_fake
+from tests.conftest import active_account, allow_at_fake
 from tests.fake_instagram import Fault, delay, disconnect, rate_limited, status
 
 ACTOR = Actor(job="test")
@@ -82,17 +82,9 @@ def state_of(account: Account) -> str:
     return accounts_with_state(now=timezone.now()).get(pk=account.pk).state
 
 
-def due(fake, app, username: str = "shop") -> Account:  # noqa: ANN001
-    now = timezone.now()
-    account = Account.objects.create(app=app, label=username)
-    user = fake.add_user(username, id=str(10**17 + account.pk))
-    Account.objects.filter(pk=account.pk).update(status="active", username=username,
-                                                 ig_user_id=user.id)
-    value = fake.mint_token(client_id=app.app_id, username=username, age=50 * DAY)
-    Token.objects.create(account=account, value=value, kind="long", obtained_at=now - 50 * DAY,
-                         expires_at=now + 10 * DAY)
-    services.token_export(account=account, actor=ACTOR, now=now)
-    return Account.objects.select_related("token").get(pk=account.pk)
+def due(fake, app) -> Account:  # noqa: ANN001
+    """Account "shop": due (50 days old, 10 left), its file written."""
+    return active_account(fake, app, "shop", exported=True)
 
 
 # --- code exchange ------------------------------------------------------------------------

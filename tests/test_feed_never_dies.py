@@ -26,7 +26,7 @@ from accounts import selectors, services, tasks
 from accounts.models import Account, Event, SweepState, Token, TokenFile
 from accounts.selectors import FileState, State
 from accounts.services import Actor, Outcome
-from tests.conftest import SECRETS, allow_at_fake, make_app
+from tests.conftest import SECRETS, active_account, allow_at_fake, make_app
 from tests.fake_instagram import graph_error, rate_limited
 
 LOGIN_ID = SECRETS["instagram_login"][0]
@@ -51,19 +51,8 @@ def levels(response) -> dict[str, int]:  # noqa: ANN001
     return {str(m): m.level for m in response.context["messages"]}
 
 
-def due_account(fake, app, label: str, *, username: str | None = None, age=50 * DAY,
-                **fields) -> Account:  # noqa: ANN001, ANN003
-    """An active account with a long-lived token minted at the fake `age` ago."""
-    username = username or label.lower().replace(" ", "_")
-    now = timezone.now()
-    account = Account.objects.create(app=app, label=label, **fields)
-    user = fake.add_user(username, id=str(10**17 + account.pk))
-    Account.objects.filter(pk=account.pk).update(status="active", username=username,
-                                                 ig_user_id=user.id)
-    value = fake.mint_token(client_id=app.app_id, username=username, kind="long", age=age)
-    Token.objects.create(account=account, value=value, kind="long", obtained_at=now - age,
-                         expires_at=now - age + 60 * DAY)
-    return Account.objects.select_related("token").get(pk=account.pk)
+def due_account(fake, app, label: str, **kwargs) -> Account:  # noqa: ANN001, ANN003
+    return active_account(fake, app, label, **kwargs)
 
 
 def reload(account: Account) -> Account:

@@ -29,7 +29,7 @@ from accounts.models import (
     validate_token_filename,
 )
 from accounts.services import Actor, Outcome
-from tests.conftest import allow_at_fake
+from tests.conftest import active_account, allow_at_fake
 from tests.fake_instagram import Fault, status
 
 ACTOR = Actor(job="test")
@@ -41,17 +41,9 @@ def json_fault(body: str, headers: tuple = ()) -> Fault:
     return Fault("status", 200, body.encode(), "application/json", headers=headers)
 
 
-def due(fake, app, username: str = "shop") -> Account:  # noqa: ANN001
-    now = timezone.now()
-    account = Account.objects.create(app=app, label=username)
-    user = fake.add_user(username, id=str(10**17 + account.pk))
-    Account.objects.filter(pk=account.pk).update(status="active", username=username,
-                                                 ig_user_id=user.id)
-    value = fake.mint_token(client_id=app.app_id, username=username, age=50 * DAY)
-    Token.objects.create(account=account, value=value, kind="long", obtained_at=now - 50 * DAY,
-                         expires_at=now + 10 * DAY)
-    services.token_export(account=account, actor=ACTOR, now=now)
-    return Account.objects.select_related("token").get(pk=account.pk)
+def due(fake, app) -> Account:  # noqa: ANN001
+    """Account "shop": due (50 days old, 10 left), its file written."""
+    return active_account(fake, app, "shop", exported=True)
 
 
 def start_flow(admin_client, account: Account, username: str = "shop_owner"):  # noqa: ANN001
