@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -41,6 +40,7 @@ from accounts.models import (
 )
 from accounts.selectors import State
 from accounts.services import alert_outbox, webhook_signature
+from tests.test_refresh_celery import run_in_threads
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -638,31 +638,6 @@ def test_a_failing_mail_server_is_retried_then_abandoned(
         assert WEBHOOK_SECRET not in text
 
 
-def _concurrently(count: int, target: Callable[[], object]) -> list:
-    """Run `target` in `count` threads released at once; their results."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list[BaseException] = []
-
-    def work(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[index] = target()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()  # each thread has a database connection of its own
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_never_send_a_delivery_twice(postgres, channels, mailoutbox, app):
@@ -674,7 +649,7 @@ def test_two_runs_at_once_never_send_a_delivery_twice(postgres, channels, mailou
     # A slow receiver: the two runs are sending at the same time.
     channels.status, channels.delay = 204, 0.5
 
-    reports = _concurrently(2, lambda: run(retry_at))
+    reports = run_in_threads(2, lambda: run(retry_at))
 
     # The earlier webhook's retry, and this run's e-mail and webhook: each exactly once.
     assert sorted(reports[0].delivered + reports[1].delivered) == ["email", "webhook", "webhook"]
