@@ -140,7 +140,7 @@ def _chart(timeline: list[tuple[date, int]]) -> tuple[list[Bar], int, list[tuple
 
 
 def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
+    """A primary key from the query string, or None (also for one no database holds)."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > 18:
         return None
+    return int(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -28,7 +28,9 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     they still hold the `authorize_account` permission; anything wrong
     (no state, forged, expired or replayed state, a denial, a refused code) is a 400
     page that says why, and nothing is stored."""
-    if not (request.user.is_authenticated and request.user.is_staff):
+    # The admin's own test: active staff, signed in with the second factor where the user
+    # has one. The callback is outside the admin, so it asks the same question itself.
+    if not admin.site.has_permission(request):
         return _error(request, "Sign in to the registry's admin, then start the authorization "
                       "again from the account's Authorize action.", status=403)
     # Checked now, not only when the flow started: a permission withdrawn meanwhile holds.

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import io
 
+from axes.handlers.proxy import AxesProxyHandler
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth.signals import user_login_failed
+from django.contrib.auth.views import PasswordChangeView
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -55,13 +57,51 @@ class RegistryAuthenticationForm(AdminAuthenticationForm):
         if device is None:
             user_login_failed.send(sender=__name__, request=self.request,
                                    credentials={"username": user.get_username()})
+            # One message for a wrong password and a wrong code: which of the two was
+            # right is not for a guesser to learn.
             raise forms.ValidationError(
-                "Enter the current code from your authenticator app." if not token
-                else "That authentication code is not valid.",
+                "Please enter a correct username, password and, if you set one up, the "
+                "current code from your authenticator app.",
                 code="otp_invalid",
             )
         user.otp_device = device  # django_otp marks the session verified at login
         return cleaned
+
+
+class _CountedPasswordChangeForm(AdminPasswordChangeForm):
+    def __init__(self, *args: object, request: HttpRequest, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        try:
+            return super().clean_old_password()
+        except forms.ValidationError:
+            user_login_failed.send(sender=__name__, request=self.request,
+                                   credentials={"username": self.user.get_username()})
+            raise
+
+
+class _CountedPasswordChangeView(PasswordChangeView):
+    form_class = _CountedPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address for the sign-in lockout. With LOGIN_PROXY_COUNT proxies in
+    front, it is the X-Forwarded-For entry the outermost of them appended (entries to its
+    left are the client's to forge); without proxies, REMOTE_ADDR, and the header is
+    ignored (a client could otherwise pick the address that gets locked)."""
+    from django.conf import settings
+
+    count = settings.LOGIN_PROXY_COUNT
+    forwarded = [part.strip() for part in
+                 request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if count > 0 and len(forwarded) >= count:
+        return forwarded[-count]
+    return request.META.get("REMOTE_ADDR")
 
 
 class RegistryAdminSite(admin.AdminSite):
@@ -77,6 +117,20 @@ class RegistryAdminSite(admin.AdminSite):
         return super().has_permission(request) and (
             user.is_verified() or not user_has_device(user)
         )
+
+    def password_change(self, request: HttpRequest,
+                        extra_context: dict | None = None) -> HttpResponse:
+        """Django's page, but a wrong current password counts as a failed sign-in: the
+        page is no password oracle for someone holding a session."""
+        if not AxesProxyHandler.is_allowed(
+                request, credentials={"username": request.user.get_username()}):
+            return HttpResponse("Too many failed attempts: try again later.", status=429,
+                                content_type="text/plain")
+        request.current_app = self.name
+        return sensitive_post_parameters()(_CountedPasswordChangeView.as_view(
+            success_url=reverse("admin:password_change_done", current_app=self.name),
+            extra_context={**self.each_context(request), **(extra_context or {})},
+        ))(request)
 
     def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return sensitive_post_parameters("password", "otp_token")(super().login)(

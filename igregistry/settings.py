@@ -111,11 +111,18 @@ AXES_LOCKOUT_PARAMETERS = [
     part.split("+") if "+" in part else part
     for part in env.list("LOGIN_LOCKOUT_BY", default=["username+ip_address"])
 ]
-AXES_RESET_ON_SUCCESS = True
-# Behind a proxy, the client's address is the last one it adds to X-Forwarded-For.
-AXES_IPWARE_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=0) or None
-if AXES_IPWARE_PROXY_COUNT:
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# A good sign-in clears the failures only where every lockout names the username: with
+# an address-only lockout, a guesser's own good sign-in would clear the count.
+AXES_RESET_ON_SUCCESS = all(
+    "username" in (part if isinstance(part, list) else [part])
+    for part in AXES_LOCKOUT_PARAMETERS
+)
+# A failed second-factor code is kept out of the attempts log like the password.
+AXES_SENSITIVE_PARAMETERS = ["password", "otp_token"]
+# Behind LOGIN_PROXY_COUNT proxies the client's address is the X-Forwarded-For entry the
+# outermost one appended; without proxies the header is ignored (see admin_site.client_ip).
+LOGIN_PROXY_COUNT = env.int("LOGIN_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "igregistry.admin_site.client_ip"
 # Shown in authenticator apps next to the code.
 OTP_TOTP_ISSUER = env.str("OTP_ISSUER", default="igregistry")
 # Nobody sees another user's TOTP secret or QR code in the admin, superusers included:

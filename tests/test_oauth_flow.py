@@ -276,11 +276,29 @@ def test_paste_the_bare_code(admin_client, pasted_account, fake):
     ],
 )
 def test_paste_bad_input(admin_client, pasted_account, fake, token_dir, text, message):
+    # Started with Authorize, as a paste must be; the owner's answer is what goes wrong.
+    admin_client.post(reverse("admin:accounts_account_authorize", args=[pasted_account.pk]))
     response = paste(admin_client, pasted_account, text)
     assert response.status_code == 400
     assert message in response.content.decode()
     assert text not in response.content.decode()  # what was pasted may hold a code
     assert nothing_stored(pasted_account, token_dir)
+
+
+def test_a_bare_code_completes_only_your_own_open_authorization(
+        admin_client, client, pasted_account, fake, token_dir, django_user_model):
+    location = authorize_elsewhere(admin_client, pasted_account)  # the admin's flow
+    code = location.split("code=")[1].split("&")[0]
+    colleague = django_user_model.objects.create_superuser("colleague", password="pw-col-123456")
+    client.force_login(colleague)
+    response = paste(client, pasted_account, code)  # without a flow of their own
+    assert response.status_code == 400
+    assert "only an authorization you started" in response.content.decode()
+    assert nothing_stored(pasted_account, token_dir)
+    assert fake.calls("/oauth/access_token") == []
+    # The admin's own paste still works, once.
+    assert paste(admin_client, pasted_account, code).status_code == 302
+    assert paste(admin_client, pasted_account, code).status_code == 400
 
 
 def test_paste_url_of_another_account(admin_client, pasted_account, login_app, fake, token_dir):

@@ -269,10 +269,13 @@ def test_an_operator_with_an_authenticator_needs_its_code(client, operator, no_t
     device = confirmed_device(operator)
     response = sign_in(client, "operator", PASSWORD)
     assert response.status_code == 200
-    assert "Enter the current code" in response.content.decode()
+    # The same words as a wrong password: a guesser does not learn which part was right.
+    wrong_password = sign_in(client, "operator", "wrong-password-1").content.decode()
+    assert "correct username, password and" in response.content.decode()
+    assert "correct username" in wrong_password
     response = sign_in(client, "operator", PASSWORD, "000000" if code_for(device) != "000000"
                        else "111111")
-    assert "not valid" in response.content.decode()
+    assert "correct username, password and" in response.content.decode()
     assert sign_in(client, "operator", PASSWORD, code_for(device)).status_code == 302
     assert client.get("/admin/").status_code == 200
 
@@ -298,3 +301,112 @@ def test_operators_set_up_their_own_authenticator(client, operator, no_throttle)
     assert sign_in(client, "operator", PASSWORD).status_code == 200  # now it needs a code
     # The setup spent this step's code; the next step's is accepted (one step of drift).
     assert sign_in(client, "operator", PASSWORD, code_for(device, 1)).status_code == 302
+
+
+# --- found by trying to break it ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("lookup", ["app_secret__startswith", "app_secret__regex", "name__regex",
+                                    "accounts__token__value__startswith"])
+def test_no_filter_reads_an_encrypted_column_or_runs_a_regex(client, viewer, login_app, lookup):
+    client.force_login(viewer)
+    url = reverse("admin:accounts_instagramapp_changelist")
+    assert client.get(url, {lookup: "gAAAAA"}).status_code == 400
+    assert client.get(reverse("admin:accounts_account_changelist"),
+                      {"token__value__startswith": "gA"}).status_code == 400
+    assert client.get(url, {"name__startswith": "inst"}).status_code == 200  # plain ones work
+
+
+def test_an_operator_cannot_delete_a_live_file_record(client, operator, registry, token_dir):
+    client.force_login(operator)
+    current = TokenFile.objects.get(name="shop-feed")
+    page = reverse("admin:accounts_tokenfile_delete", args=[current.pk])
+    assert client.get(page).status_code == 403
+    assert client.post(page, {"post": "yes"}).status_code == 403
+    assert TokenFile.objects.filter(pk=current.pk).exists()
+
+
+def test_the_callback_needs_the_second_factor_like_the_admin(client, operator, login_app, fake,
+                                                            token_dir):
+    account = Account.objects.create(app=login_app, label="Shop")
+    client.force_login(operator)
+    response = client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
+    location = allow_at_fake(response["Location"], username="shop")
+    confirmed_device(operator)  # turned on in another session meanwhile
+    parts = urlsplit(location)
+    assert client.get(f"{parts.path}?{parts.query}").status_code == 403
+    assert not Token.objects.filter(account=account).exists()
+
+
+def test_nobody_reassigns_or_adds_a_second_factor_device(admin_client, operator):
+    device = confirmed_device(operator)
+    change = reverse("admin:otp_totp_totpdevice_change", args=[device.pk])
+    admin_client.post(change, {"user": admin_client.session["_auth_user_id"],
+                               "name": "x", "confirmed": ""})
+    device.refresh_from_db()
+    assert device.user_id == operator.pk and device.confirmed
+    assert admin_client.get(reverse("admin:otp_totp_totpdevice_add")).status_code == 403
+    # Deleting a lost one is what administrators may do.
+    admin_client.post(reverse("admin:otp_totp_totpdevice_delete", args=[device.pk]),
+                      {"post": "yes"})
+    assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+
+
+def test_the_lockout_sees_the_client_behind_the_configured_proxies(client, operator, settings):
+    settings.LOGIN_PROXY_COUNT = 1
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        client.post(LOGIN, {"username": "operator", "password": "wrong", "next": "/admin/"},
+                    HTTP_X_FORWARDED_FOR=f"203.0.113.{i}, 198.51.100.7")
+    # Locked for the address the proxy saw, whatever the client wrote to the left of it...
+    locked = client.post(LOGIN, {"username": "operator", "password": PASSWORD},
+                         HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7")
+    assert locked.status_code == 429
+    # ...and not for another client behind the same proxy.
+    other = client.post(LOGIN, {"username": "operator", "password": PASSWORD,
+                                "next": "/admin/"}, HTTP_X_FORWARDED_FOR="198.51.100.8")
+    assert other.status_code == 302
+
+
+def test_without_proxies_a_forged_forwarded_header_changes_nothing(client, operator, settings):
+    settings.LOGIN_PROXY_COUNT = 0
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        client.post(LOGIN, {"username": "operator", "password": "wrong"},
+                    HTTP_X_FORWARDED_FOR=f"203.0.113.{i}")
+    assert sign_in(client, "operator", PASSWORD).status_code == 429
+
+
+def test_a_wrong_current_password_counts_as_a_failed_sign_in(client, operator, settings):
+    client.force_login(operator)
+    page = reverse("admin:password_change")
+    guess = {"old_password": "guess", "new_password1": "N3w-pass-word!",
+             "new_password2": "N3w-pass-word!"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert client.post(page, guess).status_code == 200
+    assert client.post(page, guess).status_code == 429  # the failure that locks
+    response = client.post(page, {"old_password": PASSWORD, "new_password1": "N3w-pass-word!",
+                                  "new_password2": "N3w-pass-word!"})
+    assert response.status_code == 429
+
+
+def test_a_failed_code_is_not_kept_in_the_attempts_log(client, operator, no_throttle):
+    from axes.models import AccessAttempt
+
+    confirmed_device(operator)
+    sign_in(client, "operator", PASSWORD, "123456")
+    assert AccessAttempt.objects.exists()
+    assert "123456" not in "".join(AccessAttempt.objects.values_list("post_data", flat=True))
+
+
+def test_a_viewer_does_not_see_even_the_last_characters_of_a_token(client, viewer, registry):
+    client.force_login(viewer)
+    hint = registry.token.value[-4:]
+    for url in (reverse("admin:accounts_account_changelist"),
+                reverse("admin:accounts_account_change", args=[registry.pk])):
+        assert hint not in client.get(url).content.decode()
+
+
+def test_an_absurd_app_filter_on_the_dashboard_is_ignored(client, viewer, db):
+    client.force_login(viewer)
+    response = client.get(reverse("admin:accounts_account_dashboard"),
+                          {"app": "9" * 30})
+    assert response.status_code == 200

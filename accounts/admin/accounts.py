@@ -18,10 +18,11 @@ from ..services import Actor
 from ..timeutil import utc_text
 from .account_actions import AccountActionsMixin
 from .account_pages import AccountPagesMixin
+from .base import RegistryModelAdmin
 
 
 @admin.register(Account)
-class AccountAdmin(AccountActionsMixin, AccountPagesMixin, admin.ModelAdmin):
+class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     form = AccountForm
     list_display = [
         "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
@@ -67,6 +68,19 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, admin.ModelAdmin):
             services.token_file_release(account=account, reason="the account was deleted",
                                         actor=actor, now=now)
         super().delete_queryset(request, queryset)
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        return self._without_token_hint(request, super().get_list_display(request))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Account | None = None) -> list:
+        return [(name, {**options, "fields": self._without_token_hint(request, options["fields"])})
+                for name, options in super().get_fieldsets(request, obj)]
+
+    def _without_token_hint(self, request: HttpRequest, fields: list[str]) -> list[str]:
+        # Even the last characters of a token are for those who may act on it.
+        if self.has_change_permission(request):
+            return list(fields)
+        return [field for field in fields if field != "token_hint"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         # Decrypted one row at a time (for the hint): a value no key decrypts spoils its

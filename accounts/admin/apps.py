@@ -12,10 +12,11 @@ from ..crypto import DecryptionError
 from ..forms import InstagramAppForm
 from ..instagram import mask
 from ..models import InstagramApp
+from .base import RegistryModelAdmin
 
 
 @admin.register(InstagramApp)
-class InstagramAppAdmin(admin.ModelAdmin):
+class InstagramAppAdmin(RegistryModelAdmin):
     form = InstagramAppForm
     list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
     list_filter = ["flavour"]

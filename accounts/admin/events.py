@@ -6,10 +6,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from ..models import Event
+from .base import RegistryModelAdmin
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(RegistryModelAdmin):
     """The append-only log: read-only for everyone."""
 
     list_display = ["created_at", "account_label", "action", "outcome", "actor", "message"]

@@ -10,6 +10,7 @@ from django.utils import timezone
 from .. import selectors, services
 from ..models import TokenFile
 from ..services import Actor, FlowError
+from .base import RegistryModelAdmin
 
 
 class OrphanedFilter(admin.SimpleListFilter):
@@ -31,7 +32,7 @@ class OrphanedFilter(admin.SimpleListFilter):
 
 
 @admin.register(TokenFile)
-class TokenFileAdmin(admin.ModelAdmin):
+class TokenFileAdmin(RegistryModelAdmin):
     """Read-only list; removing an orphaned file is the one action (delete permission)."""
 
     list_display = ["name", "owner", "state", "written_at", "orphaned_at"]
@@ -69,6 +70,13 @@ class TokenFileAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TokenFile | None = None
+                              ) -> bool:
+        # Only through the action, which removes orphaned files from disk and refuses a
+        # file an account still writes; Django's own delete page would drop the record
+        # of who owns a live file and let another account write it.
+        return obj is None and super().has_delete_permission(request)
 
     def has_change_permission(self, request: HttpRequest, obj: TokenFile | None = None) -> bool:
         return False

@@ -117,7 +117,10 @@ def oauth_paste(
 ) -> Account:
     """Complete the flow from what staff pasted: the redirected URL or the bare code.
 
-    A pasted URL that carries a state must carry a valid one for this account."""
+    A pasted URL that carries a state must carry a valid one for this account. A bare code
+    carries none, so it completes only the authorization this user started for this
+    account with Authorize, unused and unexpired (OAUTH_STATE_TTL_SECONDS): a code from
+    elsewhere, or another person's flow, is refused. Raises FlowError."""
     callback = instagram.parse_pasted(text)
     if callback.state is not None:
         state_account = oauth_state_consume(state=callback.state, user=user, now=now)
@@ -127,7 +130,30 @@ def oauth_paste(
                 f"({state_account}).",
                 account=account,
             )
+    else:
+        _state_of_own_flow_consume(account=account, user=user, now=now)
     return _oauth_finish(account=account, callback=callback, actor=Actor(user=user), now=now)
+
+
+def _state_of_own_flow_consume(*, account: Account, user: AbstractBaseUser,
+                               now: datetime) -> None:
+    with transaction.atomic():
+        row = (
+            OAuthState.objects.select_for_update()
+            .filter(account=account, user_id=user.pk, used_at__isnull=True,
+                    expires_at__gt=now)
+            .order_by("-created_at")
+            .first()
+        )
+        if row is None:
+            raise FlowError(
+                "A bare code completes only an authorization you started for this account: "
+                "press Authorize, allow at Instagram, then paste the code (or the whole "
+                "address) here. Nothing was stored.",
+                account=account,
+            )
+        row.used_at = now
+        row.save(update_fields=["used_at"])
 
 
 def _oauth_finish(
