@@ -410,3 +410,9 @@ def test_an_absurd_app_filter_on_the_dashboard_is_ignored(client, viewer, db):
     response = client.get(reverse("admin:accounts_account_dashboard"),
                           {"app": "9" * 30})
     assert response.status_code == 200
+
+
+def test_a_selection_that_is_not_ids_is_refused_not_a_crash(admin_client, registry):
+    response = admin_client.post(reverse("admin:accounts_account_changelist"),
+                                 {"action": "export_action", "_selected_action": ["abc"]})
+    assert response.status_code == 302

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from ..crypto import EncryptedTextField
 
@@ -16,7 +18,16 @@ class RegistryModelAdmin(admin.ModelAdmin):
     """Refuses changelist filters on encrypted columns (`?app_secret__startswith=gA...`
     would let anyone who may view the list read the ciphertext a character at a time)
     and regular-expression filters. A refused filter is a 400, as Django answers any
-    lookup it does not allow."""
+    lookup it does not allow. A posted selection that is not a list of ids is refused
+    with a message rather than Django's server error."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(value.isascii() and value.isdigit() for value in selected):
+            self.message_user(request, "That selection is not a list of ids: nothing was done.",
+                              messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None
                        ) -> bool:
