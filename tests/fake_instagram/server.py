@@ -15,6 +15,7 @@ import select
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -197,11 +198,13 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self._route(method, path, query, form)
         if fault is not None and fault.kind == "mangled":
             reply = mangle(reply, fault.how)
+        # Named while the client is still connected (a hook may look the socket up).
+        client = fake.client_label(self.client_address) if reply.issued is not None else ""
         delivered = self._send(reply, graph, fault if fault and fault.kind == "trickle" else None)
         if reply.issued is not None:
             unusable = fault is not None and fault.how in MANGLES_UNUSABLE
             outcome = "unusable" if unusable else "delivered" if delivered else "undelivered"
-            state.refresh_answered(reply.issued, outcome, name)
+            state.refresh_answered(reply.issued, outcome, name, client)
 
     def _route(self, method: str, path: str, query: dict[str, str], form: dict[str, str]) -> Reply:
         state = self.server.fake._state
@@ -328,6 +331,9 @@ class FakeInstagram:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # How the refresh ledger names a client: "host:port" unless replaced (see
+        # ``client_label``).
+        self.client_namer: Callable[[tuple[str, int]], str] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -556,6 +562,15 @@ class FakeInstagram:
         fault, outcome}`` (see ``state.RefreshRecord`` for the outcomes)."""
         with self._state.lock:
             return [asdict(r) for r in self._state.refreshes]
+
+    def client_label(self, address: tuple[str, int]) -> str:
+        """The ledger's name for the client at ``address``: ``client_namer(address)`` when
+        set (called while the client is connected, so it can look the socket up), else
+        "host:port"."""
+        if self.client_namer is not None:
+            with contextlib.suppress(Exception):
+                return self.client_namer(address)
+        return f"{address[0]}:{address[1]}"
 
     def accepts(self, token: str) -> bool:
         """Whether Instagram would accept ``token`` now (issued here, not revoked, unexpired)."""

@@ -438,7 +438,7 @@ class RefreshRecord:
     its answer: "pending" (being sent), "delivered" (the whole answer went to a client
     still connected), "undelivered" (the client had gone before the answer was complete),
     "unusable" (a fault corrupted the token in the answer). ``fault``: the fault on the
-    answer ("kind:variant" for chaos), "" for none."""
+    answer ("kind:variant" for chaos), "" for none; ``client``: "host:port" it was sent to."""
 
     username: str
     client_id: str
@@ -447,6 +447,7 @@ class RefreshRecord:
     at: datetime
     fault: str = ""
     outcome: str = "pending"
+    client: str = ""
 
 
 @dataclass
@@ -644,12 +645,13 @@ class FakeState:
         kind, variant, fault = drawn
         return f"{kind}:{variant}", fault
 
-    def refresh_answered(self, issued: str, outcome: str, fault: str = "") -> None:
+    def refresh_answered(self, issued: str, outcome: str, fault: str = "",
+                         client: str = "") -> None:
         """Record what became of the answer that carried the token ``issued``."""
         with self.lock:
             record = self._unanswered.pop(issued, None)
             if record is not None:
-                record.outcome, record.fault = outcome, fault
+                record.outcome, record.fault, record.client = outcome, fault, client
 
     # ----------------------------------------------------------------- authorize
 
