@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicit handlers: a shell's background job would otherwise ignore SIGINT.
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
         return run(args, cleanup)
@@ -402,7 +404,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> int:  # noqa: C901 (one s
         "INSTAGRAM_READ_TIMEOUT": str(READ_TIMEOUT), "INSTAGRAM_DEADLINE_SECONDS": str(DEADLINE),
     })
     workers = Workers(env, logs, args.concurrency)
-    cleanup.push("stop the workers", lambda: workers.stop_all(wait=20))
+    cleanup.push("stop the workers", lambda: workers.stop_all(wait=5))
     unwritable = Unwritable(token_dir)
     cleanup.push("make the token directory writable", unwritable.off)
 

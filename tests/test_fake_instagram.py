@@ -423,6 +423,7 @@ def test_trickle_fault_processes_then_sends_slowly(fake: FakeInstagram) -> None:
     assert fake.accepts(new) and fake.accepts(old)
     [record] = settled_refreshes(fake, 1)
     assert (record["old"], record["new"], record["outcome"]) == (old, new, "delivered")
+    assert record["client"].startswith("127.0.0.1:")
 
 
 def test_refresh_ledger_tells_undelivered_answers(fake: FakeInstagram) -> None:
