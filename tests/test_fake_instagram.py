@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -12,13 +13,16 @@ import pytest
 import requests
 
 from tests.fake_instagram import (
+    CHAOS_KINDS,
     FakeInstagram,
     delay,
     disconnect,
     garbage,
     graph_error,
+    mangled,
     rate_limited,
     status,
+    trickle,
 )
 from tests.fake_instagram.__main__ import main as cli_main
 
@@ -398,6 +402,112 @@ def test_disconnect_fault(fake: FakeInstagram) -> None:
     assert graph_err(long_swap(fake, "x"))["code"] == 190
 
 
+def settled_refreshes(fake: FakeInstagram, count: int) -> list[dict]:
+    """The refresh ledger once `count` refreshes are there and none is still being sent
+    (the fake notes the outcome just after the last byte went out)."""
+    deadline = time.monotonic() + 5
+    while True:
+        records = fake.refreshes()
+        if len(records) >= count and all(r["outcome"] != "pending" for r in records):
+            return records
+        assert time.monotonic() < deadline, records
+        time.sleep(0.02)
+
+
+def test_trickle_fault_processes_then_sends_slowly(fake: FakeInstagram) -> None:
+    old = fake.mint_token(client_id=CLIENT_ID, username="alice", age=timedelta(days=50))
+    fake.inject("/refresh_access_token", trickle(0.6, chunks=4))
+    started = time.monotonic()
+    new = refresh(fake, old).json()["access_token"]
+    assert time.monotonic() - started >= 0.5
+    assert fake.accepts(new) and fake.accepts(old)
+    [record] = settled_refreshes(fake, 1)
+    assert (record["old"], record["new"], record["outcome"]) == (old, new, "delivered")
+    assert record["client"].startswith("127.0.0.1:")
+
+
+def test_refresh_ledger_tells_undelivered_answers(fake: FakeInstagram) -> None:
+    """A refresh whose client gave up (timeout, a deadline cutting a trickle) did rotate
+    the token; the ledger says the answer never reached anyone."""
+    old = fake.mint_token(client_id=CLIENT_ID, username="alice", age=timedelta(days=50))
+    fake.inject("/refresh_access_token", delay(0.5), trickle(3.0, chunks=6))
+    params = {"grant_type": "ig_refresh_token", "access_token": old}
+    with pytest.raises(requests.Timeout):
+        requests.get(f"{fake.url}/refresh_access_token", params=params, timeout=0.3)
+    # A client whose deadline passes hangs up in the middle of the trickle.
+    response = requests.get(f"{fake.url}/refresh_access_token", params=params, timeout=5,
+                            stream=True)
+    assert response.status_code == 200
+    response.raw.read(5)
+    response.close()
+    assert sorted((r["fault"], r["outcome"]) for r in settled_refreshes(fake, 2)) == [
+        ("delay", "undelivered"), ("trickle", "undelivered")
+    ]
+    assert all(fake.accepts(r["new"]) for r in fake.refreshes()) and fake.accepts(old)
+
+
+@pytest.mark.parametrize(
+    ("how", "outcome"),
+    [("truncate", "unusable"), ("token_newline", "unusable"), ("token_nul", "unusable"),
+     ("nested", "unusable"), ("huge", "unusable"), ("expires_in_absurd", "delivered"),
+     ("expires_in_missing", "delivered")],
+)
+def test_mangled_fault_rotates_the_token_and_corrupts_the_answer(
+    fake: FakeInstagram, how: str, outcome: str
+) -> None:
+    old = fake.mint_token(client_id=CLIENT_ID, username="alice", age=timedelta(days=50))
+    fake.inject("/refresh_access_token", mangled(how))
+    response = refresh(fake, old)
+    [record] = settled_refreshes(fake, 1)
+    assert record["outcome"] == outcome and fake.accepts(record["new"])
+    text = response.text
+    if how == "truncate":
+        with pytest.raises(ValueError):
+            response.json()
+    elif how == "nested":
+        assert "[" * 5000 in text
+    elif how == "huge":
+        assert len(response.content) > 1 << 20
+    elif how == "expires_in_absurd":
+        assert response.json()["expires_in"] == 10**30
+    elif how == "expires_in_missing":
+        assert response.json() == {"access_token": record["new"], "token_type": "bearer"}
+    else:
+        token = response.json()["access_token"]
+        assert ("\n" if how == "token_newline" else "\x00") in token
+        assert token.replace("\n", "").replace("\x00", "") == record["new"]
+
+
+def test_chaos_is_seeded_per_user_and_counted(fake: FakeInstagram) -> None:
+    def run(seed: int) -> tuple[list[int], dict]:
+        fake.reset()
+        fake.add_app(CLIENT_ID, SECRET, [REDIRECT])
+        fake.chaos(0.5, ["5xx", "rate_limit", "malformed"], seed)
+        statuses = []
+        for name in ("ann", "bob"):
+            token = fake.mint_token(client_id=CLIENT_ID, username=name, age=timedelta(days=50))
+            statuses += [refresh(fake, token).status_code for _ in range(12)]
+        return statuses, fake.chaos_report()
+
+    first, report = run(7)
+    assert run(7)[0] == first and run(8)[0] != first
+    assert report["requests"] == 24 and 0 < sum(report["injected"].values()) < 24
+    assert sum(report["injected"].values()) == sum(report["variants"].values())
+    assert set(report["injected"]) <= {"5xx", "rate_limit", "malformed"}
+    assert first.count(200) > 0 and len(set(first)) > 1
+    assert fake.calls("/me") == [] and me(fake, "x").status_code == 400  # other paths untouched
+    fake.chaos(0)
+    assert fake.chaos_report() is None
+
+
+def test_chaos_rejects_unknown_kinds(fake: FakeInstagram) -> None:
+    with pytest.raises(ValueError):
+        fake.chaos(0.1, ["meteor"])
+    with pytest.raises(ValueError):
+        fake.chaos(1.5)
+    assert set(CHAOS_KINDS) >= {"timeout", "disconnect", "5xx", "rate_limit", "trickle"}
+
+
 def test_usage_headers_on_graph_responses(fake: FakeInstagram) -> None:
     usage = '{"call_count": 95, "total_cputime": 10, "total_time": 10}'
     fake.usage_headers = {"X-App-Usage": usage}
@@ -453,8 +563,18 @@ def test_control_api(fake: FakeInstagram) -> None:
     settings = {"me_shape": "data", "usage_headers": {"X-App-Usage": "{}"}}
     assert requests.post(f"{ctl}/settings", json=settings, timeout=5).json()["me_shape"] == "data"
     assert fake.me_shape == "data" and me(fake, "x").headers["X-App-Usage"] == "{}"
+    chaos = {"rate": 1.0, "kinds": ["5xx"], "seed": 3}
+    assert requests.post(f"{ctl}/chaos", json=chaos, timeout=5).json()["chaos"]["seed"] == 3
+    assert refresh(fake, token).status_code >= 500
+    report = requests.get(f"{ctl}/chaos", timeout=5).json()["chaos"]
+    assert report["injected"] == {"5xx": 1}
+    assert requests.post(f"{ctl}/chaos", json={"rate": 0}, timeout=5).json() == {"chaos": None}
+    settled_refreshes(fake, 1)
+    refreshed = requests.get(f"{ctl}/refreshes", timeout=5).json()["refreshes"]
+    assert [(r["username"], r["outcome"]) for r in refreshed] == [("zed", "delivered")]
     assert requests.post(f"{ctl}/reset", timeout=5).ok
     assert fake.calls() == [] and fake.clock_offset == timedelta(0)
+    assert fake.refreshes() == [] and fake.chaos_report() is None
 
 
 def test_cli_mint(fake: FakeInstagram, capsys: pytest.CaptureFixture[str]) -> None:

@@ -407,6 +407,46 @@ def test_eight_simultaneous_refreshes_of_one_account_call_instagram_once(
     assert refresh_events(account_id) == [Event.Outcome.OK]
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_database_session_lost_after_instagram_answered_keeps_the_new_token(
+    postgres, fake, login_app, token_dir
+):
+    """Found by bench/soak.py: a worker's PostgreSQL session ended (pg_terminate_backend)
+    while its refresh call was out. Instagram answered with a new token, the store failed,
+    and the account was refreshed a second time later. The worker now stores what
+    Instagram gave on a new session: one refresh at Instagram, the new token kept."""
+    account_id, old_value = make_account(fake, login_app, "session_shop")
+    fake.inject(REFRESH, delay(1))
+    backend: list[int] = []
+
+    def refresh() -> object:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend.append(cursor.fetchone()[0])
+        return services.token_refresh(account_id=account_id, actor=Actor(job="test"),
+                                      now=timezone.now())
+
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(call_bounded(refresh, 20)))
+    thread.start()
+    wait_for(lambda: fake.calls(REFRESH), 10, "the refresh call")
+    with connection.cursor() as cursor:  # the session ends while Instagram "thinks"
+        cursor.execute("SELECT pg_terminate_backend(%s)", backend)
+        assert cursor.fetchone()[0] is True
+    thread.join(30)
+
+    [result] = outcome
+    assert not isinstance(result, BaseException), repr(result)
+    assert result.outcome == Outcome.REFRESHED
+    token = Token.objects.get(account_id=account_id)
+    assert token.value == newest_fake_token(fake, "session_shop") != old_value
+    assert len(fake.calls(REFRESH)) == 1
+    assert abs(token.expires_at - (timezone.now() + timedelta(days=60))) < timedelta(minutes=2)
+    assert file_of(token_dir, "session_shop") == token.value
+    assert refresh_events(account_id) == [Event.Outcome.OK]
+
+
 # --- 4. a worker killed mid-refresh -----------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 
 from .. import selectors
@@ -76,30 +76,43 @@ def token_refresh(
     candidates = (
         selectors.tokens_refreshable(now=now) if force else selectors.tokens_due(now=now)
     )
-    with transaction.atomic():
-        # SKIP LOCKED: a row another worker is refreshing is its business, not ours.
-        token = (
-            Token.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("account__app")
-            # Decrypted when sent, so that a value no key decrypts is a recorded failure.
-            .defer("value", "account__app__app_secret")
-            .filter(account_id=account_id)
-            .first()
-        )
-        if token is None:
-            busy = Token.objects.filter(account_id=account_id).exists()
-            return RefreshResult(Outcome.BUSY if busy else Outcome.NOT_DUE)
-        if token.refresh_queued_for is not None:
-            # This is the attempt the queue marker waited for (worker liveness).
-            Token.objects.filter(pk=token.pk).update(refresh_queued_for=None)
-            token.refresh_queued_for = None
-        # Re-checked under the lock: whoever held it before may have just refreshed it.
-        if not candidates.filter(pk=token.pk).exists():
-            return RefreshResult(Outcome.NOT_DUE)
-        paused_until = selectors.refresh_paused_until(now=now)
-        if paused_until is not None:
-            return _defer_for_pause(token=token, until=paused_until, now=now)
-        result = _refresh_locked(token=token, actor=actor, now=now)
+    answered: list[tuple[str, LongLivedToken]] = []
+    try:
+        with transaction.atomic():
+            # SKIP LOCKED: a row another worker is refreshing is its business, not ours.
+            token = (
+                Token.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("account__app")
+                # Decrypted when sent, so that a value no key decrypts is a recorded failure.
+                .defer("value", "account__app__app_secret")
+                .filter(account_id=account_id)
+                .first()
+            )
+            if token is None:
+                busy = Token.objects.filter(account_id=account_id).exists()
+                return RefreshResult(Outcome.BUSY if busy else Outcome.NOT_DUE)
+            if token.refresh_queued_for is not None:
+                # This is the attempt the queue marker waited for (worker liveness).
+                Token.objects.filter(pk=token.pk).update(refresh_queued_for=None)
+                token.refresh_queued_for = None
+            # Re-checked under the lock: whoever held it before may have just refreshed it.
+            if not candidates.filter(pk=token.pk).exists():
+                return RefreshResult(Outcome.NOT_DUE)
+            paused_until = selectors.refresh_paused_until(now=now)
+            if paused_until is not None:
+                return _defer_for_pause(token=token, until=paused_until, now=now)
+            result = _refresh_locked(token=token, actor=actor, now=now, answered=answered)
+    except (OperationalError, InterfaceError):
+        if not answered or connection.in_atomic_block:
+            raise
+        # Instagram has refreshed the token, but the database session ended before the
+        # new one was stored (a killed backend, a failover). Instagram would not give it
+        # again: store it on a new session rather than refresh a second time.
+        connection.close()
+        old_value, fresh = answered[0]
+        result = _store_after_lost_session(account_id=account_id, old_value=old_value,
+                                           fresh=fresh, actor=actor, now=now)
+        token = Token.objects.select_related("account__app").get(account_id=account_id)
     if result.outcome == Outcome.REFRESHED:
         # After commit: a failed file write keeps the new token; reconcile repairs the file.
         token_export(account=token.account, actor=actor, now=now)
@@ -146,7 +159,25 @@ def _call_refresh(token: Token) -> LongLivedToken:
                         f"({type(exc).__name__})") from None
 
 
-def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResult:
+def _store_after_lost_session(*, account_id: int, old_value: str, fresh: LongLivedToken,
+                              actor: Actor, now: datetime) -> RefreshResult:
+    """Store a refreshed token whose first session died before the commit, if the row
+    still holds the token that was refreshed (or the commit did happen after all, or
+    another worker stored a newer one since: then there is nothing to do)."""
+    with transaction.atomic():
+        token = (
+            Token.objects.select_for_update(of=("self",))
+            .select_related("account__app")
+            .filter(account_id=account_id)
+            .first()
+        )
+        if token is None or token.value != old_value:
+            return RefreshResult(Outcome.NOT_DUE)
+        return _store_refreshed(token=token, fresh=fresh, actor=actor, now=now)
+
+
+def _refresh_locked(*, token: Token, actor: Actor, now: datetime,
+                    answered: list[tuple[str, LongLivedToken]]) -> RefreshResult:
     account = token.account
     try:
         fresh = _call_refresh(token)
@@ -183,6 +214,13 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime) -> RefreshResu
         event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
         return RefreshResult(Outcome.FAILED, message=message)
+    answered.append((token.value, fresh))
+    return _store_refreshed(token=token, fresh=fresh, actor=actor, now=now)
+
+
+def _store_refreshed(*, token: Token, fresh: LongLivedToken, actor: Actor,
+                     now: datetime) -> RefreshResult:
+    account = token.account
     expires_at = now + timedelta(seconds=fresh.expires_in)
     # Instagram may hand back the same string or a new one: store what came back.
     token.value = fresh.access_token

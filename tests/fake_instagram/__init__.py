@@ -6,21 +6,27 @@ See ``/work/shared/instagram-api.md`` for the behaviour it imitates, and
 
 from .server import FakeInstagram
 from .state import (
+    CHAOS_KINDS,
     App,
     Call,
+    Chaos,
     FakeUser,
     Fault,
     delay,
     disconnect,
     garbage,
     graph_error,
+    mangled,
     rate_limited,
     status,
+    trickle,
 )
 
 __all__ = [
+    "CHAOS_KINDS",
     "App",
     "Call",
+    "Chaos",
     "FakeInstagram",
     "FakeUser",
     "Fault",
@@ -28,6 +34,8 @@ __all__ = [
     "disconnect",
     "garbage",
     "graph_error",
+    "mangled",
     "rate_limited",
     "status",
+    "trickle",
 ]

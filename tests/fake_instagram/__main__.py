@@ -10,6 +10,7 @@ import threading
 import requests
 
 from .server import FakeInstagram
+from .state import CHAOS_KINDS
 
 DEMO_REDIRECT_URIS = [
     "http://127.0.0.1:8000/oauth/callback/",
@@ -30,11 +31,14 @@ def setup_demo(fake: FakeInstagram) -> None:
     fake.add_user("demo_user")
 
 
-def serve(host: str, port: int, demo: bool) -> int:
-    """Serve until Ctrl-C, after printing one line with the URL."""
+def serve(host: str, port: int, demo: bool, chaos: dict | None = None) -> int:
+    """Serve until Ctrl-C, after printing one line with the URL. ``chaos``: keyword
+    arguments of ``FakeInstagram.chaos`` (seeded random faults)."""
     fake = FakeInstagram(host=host, port=port).start()
     if demo:
         setup_demo(fake)
+    if chaos:
+        fake.chaos(**chaos)
     print(
         f"Fake Instagram listening on {fake.url}" + (" (demo apps loaded)" if demo else ""),
         flush=True,
@@ -81,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="register the demo apps 1000000000000001/1000000000000002 and demo_user",
     )
+    p_serve.add_argument("--chaos-rate", type=float, default=0.0,
+                         help="share of refresh calls that go wrong at random (0 to 1)")
+    p_serve.add_argument("--chaos-seed", type=int, default=0)
+    p_serve.add_argument("--chaos-kinds", default=",".join(CHAOS_KINDS),
+                         help="comma-separated, of: " + ", ".join(CHAOS_KINDS))
     p_mint = sub.add_parser("mint", help="mint a token on a running fake and print it")
     p_mint.add_argument("--url", default="http://127.0.0.1:8001")
     p_mint.add_argument("--client-id", required=True)
@@ -89,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p_mint.add_argument("--age-days", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.demo)
+        chaos = None
+        if args.chaos_rate:
+            chaos = {"rate": args.chaos_rate, "seed": args.chaos_seed,
+                     "kinds": [k for k in args.chaos_kinds.split(",") if k]}
+        return serve(args.host, args.port, args.demo, chaos)
     return mint(args.url, args.client_id, args.username, args.kind, args.age_days)
 
 

@@ -11,9 +11,11 @@ import email.parser
 import email.policy
 import html
 import json
+import select
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,18 +23,22 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .state import (
+    CHAOS_KINDS,
     EXCHANGE_SHAPES,
     FLAVOURS,
+    MANGLES_UNUSABLE,
     ME_SHAPES,
     App,
     AuthorizeError,
     Call,
+    Chaos,
     FakeState,
     FakeUser,
     Fault,
     Reply,
     fault_from_dict,
     json_reply,
+    mangle,
     normalize_path,
 )
 
@@ -63,6 +69,19 @@ def _with_query(uri: str, params: dict[str, str]) -> str:
     base = uri.split("#", 1)[0]
     sep = "" if base.endswith(("?", "&")) else ("&" if "?" in base else "?")
     return base + sep + urlencode(params)
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (or reset) the connection: an answer written
+    now can no longer reach it. Peeks without consuming anything."""
+    try:
+        # A socket with a timeout waits for data inside recv(): ask select() first.
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False  # open, nothing sent: the client is waiting for the answer
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (ValueError, OSError):
+        return True
 
 
 def _page(status_code: int, title: str, body: str) -> Reply:
@@ -160,6 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         graph = path in GRAPH_PATHS
         fault = state.pop_fault(path)
+        name = fault.kind if fault is not None else ""
+        if fault is None:
+            drawn = state.chaos_fault(path, {**query, **form})
+            if drawn is not None:
+                name, fault = drawn
         if fault is not None and fault.kind == "disconnect":
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -167,10 +191,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "delay":
             fake._stopping.wait(fault.seconds)
-        elif fault is not None:
+        elif fault is not None and fault.kind not in ("trickle", "mangled"):
             self._send(fault.reply(), graph)
             return
-        self._send(self._route(method, path, query, form), graph)
+        # Processed: a refresh below does rotate the token, whatever becomes of the answer.
+        reply = self._route(method, path, query, form)
+        if fault is not None and fault.kind == "mangled":
+            reply = mangle(reply, fault.how)
+        # Named while the client is still connected (a hook may look the socket up).
+        client = fake.client_label(self.client_address) if reply.issued is not None else ""
+        delivered = self._send(reply, graph, fault if fault and fault.kind == "trickle" else None)
+        if reply.issued is not None:
+            unusable = fault is not None and fault.how in MANGLES_UNUSABLE
+            outcome = "unusable" if unusable else "delivered" if delivered else "undelivered"
+            state.refresh_answered(reply.issued, outcome, name, client)
 
     def _route(self, method: str, path: str, query: dict[str, str], form: dict[str, str]) -> Reply:
         state = self.server.fake._state
@@ -241,20 +275,39 @@ class _Handler(BaseHTTPRequestHandler):
             return _error_page("Invalid decision")
         return Reply(302, b"", "text/html; charset=utf-8", {"Location": location})
 
-    def _send(self, reply: Reply, graph: bool = False) -> None:
+    def _send(self, reply: Reply, graph: bool = False, trickle: Fault | None = None) -> bool:
+        """Write the answer (a trickle fault spreads the body over its seconds). Returns
+        whether all of it went to a client that was still connected."""
         headers: dict[str, str] = {}
         if graph:
             with self.server.fake._state.lock:
                 headers.update(self.server.fake._state.usage_headers)
         headers.update(reply.headers)
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply.body)
+        body = b"" if self.command == "HEAD" else reply.body
+        pieces = [body]
+        if trickle is not None and body:
+            size = -(-len(body) // trickle.chunks)
+            pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        try:
+            if _peer_gone(self.connection):
+                raise ConnectionAbortedError
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            for piece in pieces:
+                if trickle is not None:
+                    self.server.fake._stopping.wait(trickle.seconds / len(pieces))
+                    if _peer_gone(self.connection):
+                        raise ConnectionAbortedError
+                self.wfile.write(piece)
+                self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+            return False
+        return True
 
 
 def _call_dict(call: Call) -> dict[str, Any]:
@@ -278,6 +331,9 @@ class FakeInstagram:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # How the refresh ledger names a client: "host:port" unless replaced (see
+        # ``client_label``).
+        self.client_namer: Callable[[tuple[str, int]], str] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -478,6 +534,49 @@ class FakeInstagram:
         with self._state.lock:
             self._state.faults[key].extend(faults)
 
+    def chaos(
+        self,
+        rate: float,
+        kinds: list[str] | tuple[str, ...] = CHAOS_KINDS,
+        seed: int = 0,
+        *,
+        paths: list[str] | tuple[str, ...] = ("/refresh_access_token",),
+        timeout_seconds: float = 25.0,
+        trickle_seconds: float = 40.0,
+        regain_minutes: int = 0,
+    ) -> None:
+        """Seeded random faults on ``paths`` (see ``state.Chaos``); ``rate=0`` turns them off.
+        Faults queued with ``inject`` go first."""
+        mode = Chaos(rate, tuple(kinds), seed, tuple(paths), float(timeout_seconds),
+                     float(trickle_seconds), int(regain_minutes))
+        with self._state.lock:
+            self._state.chaos = mode if rate > 0 else None
+
+    def chaos_report(self) -> dict[str, Any] | None:
+        """The chaos settings and the faults injected so far, or None when off."""
+        with self._state.lock:
+            return self._state.chaos.report() if self._state.chaos else None
+
+    def refreshes(self) -> list[dict[str, Any]]:
+        """Every refresh performed, oldest first: ``{username, client_id, old, new, at,
+        fault, outcome}`` (see ``state.RefreshRecord`` for the outcomes)."""
+        with self._state.lock:
+            return [asdict(r) for r in self._state.refreshes]
+
+    def client_label(self, address: tuple[str, int]) -> str:
+        """The ledger's name for the client at ``address``: ``client_namer(address)`` when
+        set (called while the client is connected, so it can look the socket up), else
+        "host:port"."""
+        if self.client_namer is not None:
+            with contextlib.suppress(Exception):
+                return self.client_namer(address)
+        return f"{address[0]}:{address[1]}"
+
+    def accepts(self, token: str) -> bool:
+        """Whether Instagram would accept ``token`` now (issued here, not revoked, unexpired)."""
+        with self._state.lock:
+            return not isinstance(self._state._check_token(token), Reply)
+
     def calls(self, path: str | None = None) -> list[Call]:
         """Requests received (control API excluded), oldest first, optionally for one path."""
         key = normalize_path(path) if path is not None else None
@@ -513,6 +612,13 @@ class FakeInstagram:
             return json_reply(200, {"counts": counts, "calls": [_call_dict(c) for c in calls]})
         if method == "GET" and path == "/_fake/clock":
             return json_reply(200, self._clock_dict())
+        if method == "GET" and path == "/_fake/chaos":
+            return json_reply(200, {"chaos": self.chaos_report()})
+        if method == "GET" and path == "/_fake/refreshes":
+            records = self.refreshes()
+            for record in records:
+                record["at"] = record["at"].isoformat()
+            return json_reply(200, {"refreshes": records})
         if method != "POST":
             return json_reply(404, {"error": f"unknown control endpoint {method} {path}"})
         if path == "/_fake/apps":
@@ -553,6 +659,11 @@ class FakeInstagram:
             faults = [fault_from_dict(spec) for spec in data.get("faults", [])]
             self.inject(data["path"], *faults)
             return json_reply(200, {"path": normalize_path(data["path"]), "queued": len(faults)})
+        if path == "/_fake/chaos":
+            options = {k: data[k] for k in ("kinds", "paths", "timeout_seconds",
+                                             "trickle_seconds", "regain_minutes") if k in data}
+            self.chaos(float(data["rate"]), seed=int(data.get("seed", 0)), **options)
+            return json_reply(200, {"chaos": self.chaos_report()})
         if path == "/_fake/revoke":
             revoked = self.revoke_user(data["username"], subcode=data.get("subcode", 460))
             return json_reply(200, {"revoked": revoked})

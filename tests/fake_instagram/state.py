@@ -8,11 +8,12 @@ parses requests and writes the ``Reply`` objects produced here. The behaviour fo
 from __future__ import annotations
 
 import json
+import random
 import re
 import secrets
 import string
 import threading
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -102,6 +103,8 @@ class Reply:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    # The token a refresh issued in this answer (for the refresh ledger), else None.
+    issued: str | None = None
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -159,6 +162,8 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     error: tuple[tuple[str, Any], ...] = ()
+    how: str = ""  # mangled: what is done to the answer
+    chunks: int = 0  # trickle: pieces the body is sent in
 
     def reply(self) -> Reply:
         """The HTTP answer of a status, graph_error, rate_limited or garbage fault."""
@@ -252,6 +257,63 @@ def disconnect() -> Fault:
     return Fault("disconnect")
 
 
+def trickle(seconds: float, chunks: int = 10) -> Fault:
+    """Process the request, then send the answer's body in ``chunks`` pieces spread over
+    ``seconds`` (headers at once): each gap is shorter than a read timeout, the whole
+    answer may outlast a client's deadline."""
+    if chunks < 1:
+        raise ValueError("chunks must be at least 1")
+    return Fault("trickle", seconds=float(seconds), chunks=int(chunks))
+
+
+# How a processed answer can be corrupted. The first five destroy the token (no client can
+# read it: the refresh happened at Instagram but its answer is unusable); the last two
+# only damage the detail beside it.
+MANGLES_UNUSABLE = ("truncate", "token_newline", "token_nul", "nested", "huge")
+MANGLES_USABLE = ("expires_in_absurd", "expires_in_missing")
+MANGLES = MANGLES_UNUSABLE + MANGLES_USABLE
+
+
+def mangled(how: str) -> Fault:
+    """Process the request (a refresh does rotate the token), then corrupt the answer:
+    ``truncate`` (half the body), ``token_newline`` / ``token_nul`` (a newline or NUL inside
+    the token), ``nested`` (a member nested 5,000 deep), ``huge`` (1 MiB of padding),
+    ``expires_in_absurd`` (10**30) or ``expires_in_missing``. Only JSON object answers
+    are changed beyond truncation."""
+    if how not in MANGLES:
+        raise ValueError(f"how must be one of {MANGLES}")
+    return Fault("mangled", how=how)
+
+
+def mangle(reply: Reply, how: str) -> Reply:
+    """``reply`` corrupted as ``mangled(how)`` describes (``issued`` is kept)."""
+    if how == "truncate":
+        return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.content_type,
+                     dict(reply.headers), reply.issued)
+    try:
+        payload = json.loads(reply.body)
+    except ValueError:
+        return reply
+    if not isinstance(payload, dict):
+        return reply
+    token = payload.get("access_token")
+    if how in ("token_newline", "token_nul") and isinstance(token, str):
+        middle = len(token) // 2
+        bad = "\n" if how == "token_newline" else "\x00"
+        payload["access_token"] = token[:middle] + bad + token[middle:]
+    elif how == "expires_in_absurd":
+        payload["expires_in"] = 10**30
+    elif how == "expires_in_missing":
+        payload.pop("expires_in", None)
+    body = json.dumps(payload)
+    if how == "nested":
+        body = body[:-1] + ', "extra": ' + "[" * 5000 + "]" * 5000 + "}"
+    elif how == "huge":
+        body = body[:-1] + ', "padding": "' + "x" * (1 << 20) + '"}'
+    return Reply(reply.status, body.encode(), reply.content_type, dict(reply.headers),
+                 reply.issued)
+
+
 FAULT_CONSTRUCTORS = {
     "status": status,
     "graph_error": graph_error,
@@ -259,6 +321,8 @@ FAULT_CONSTRUCTORS = {
     "delay": delay,
     "garbage": garbage,
     "disconnect": disconnect,
+    "trickle": trickle,
+    "mangled": mangled,
 }
 
 
@@ -274,7 +338,116 @@ def fault_from_dict(spec: dict[str, Any]) -> Fault:
         raise ValueError(f"bad arguments for fault {kind!r}: {exc}") from None
 
 
+# --------------------------------------------------------------------------- chaos
+
+CHAOS_KINDS = ("timeout", "disconnect", "5xx", "rate_limit", "malformed", "expires_in", "trickle")
+
+
+@dataclass
+class Chaos:
+    """Seeded random faults: each request to one of ``paths`` goes wrong with probability
+    ``rate``, as one of ``kinds`` (the variant of the kind drawn at random too).
+
+    The draw for a request depends only on the seed, the path, whose token the request
+    carries (its username) and how many requests for that user came before: a seed gives
+    every account the same faults in the same order however the requests of many workers
+    interleave. ``timeout_seconds``: how long a "timeout" answer is held back (make it
+    longer than the client's read timeout); ``trickle_seconds``: how long a slow trickle
+    lasts (longer than the client's deadline); ``regain_minutes``: the
+    ``estimated_time_to_regain_access`` of a rate limit."""
+
+    rate: float
+    kinds: tuple[str, ...] = CHAOS_KINDS
+    seed: int = 0
+    paths: tuple[str, ...] = ("/refresh_access_token",)
+    timeout_seconds: float = 25.0
+    trickle_seconds: float = 40.0
+    regain_minutes: int = 0
+    requests: int = 0
+    injected: Counter = field(default_factory=Counter)
+    variants: Counter = field(default_factory=Counter)
+    _seen: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        self.kinds = tuple(self.kinds)
+        unknown = [k for k in self.kinds if k not in CHAOS_KINDS]
+        if unknown or not self.kinds:
+            raise ValueError(f"kinds must be a non-empty subset of {CHAOS_KINDS}")
+        self.paths = tuple(normalize_path(p) for p in self.paths)
+        self.seed = int(self.seed)
+        self._menus = {kind: self._menu(kind) for kind in self.kinds}
+
+    def _menu(self, kind: str) -> list[tuple[str, Fault]]:
+        usage = {"estimated_time_to_regain_access": self.regain_minutes}
+        if kind == "timeout":
+            return [("late", delay(self.timeout_seconds))]
+        if kind == "disconnect":
+            return [("reset", disconnect())]
+        if kind == "5xx":
+            return [("500", status(500)), ("502", status(502)), ("503_empty", status(503, "")),
+                    ("graph_1", graph_error(1, http_status=500)),
+                    ("graph_2", graph_error(2, http_status=503))]
+        if kind == "rate_limit":
+            return [("429_code_4", rate_limited(429, 4, usage)),
+                    ("400_code_17", rate_limited(400, 17, usage)),
+                    ("400_code_613", rate_limited(400, 613, usage))]
+        if kind == "malformed":
+            return [("html", garbage()), ("cut_json", garbage(truncated=True))] + [
+                (how, mangled(how)) for how in MANGLES_UNUSABLE
+            ]
+        if kind == "expires_in":
+            return [(how, mangled(how)) for how in MANGLES_USABLE]
+        return [("slow", trickle(self.trickle_seconds)),
+                ("gentle", trickle(min(0.5, self.trickle_seconds / 10), chunks=5))]
+
+    def draw(self, path: str, key: str) -> tuple[str, str, Fault] | None:
+        """The fault for this request, as (kind, variant, fault), or None."""
+        if path not in self.paths:
+            return None
+        number = self._seen[(path, key)]
+        self._seen[(path, key)] += 1
+        self.requests += 1
+        rng = random.Random(f"{self.seed}|{path}|{key}|{number}")
+        if rng.random() >= self.rate:
+            return None
+        kind = rng.choice(self.kinds)
+        variant, fault = rng.choice(self._menus[kind])
+        self.injected[kind] += 1
+        self.variants[f"{kind}:{variant}"] += 1
+        return kind, variant, fault
+
+    def report(self) -> dict[str, Any]:
+        """Settings and what was injected so far: by kind and by kind:variant."""
+        return {
+            "rate": self.rate, "kinds": list(self.kinds), "seed": self.seed,
+            "paths": list(self.paths), "timeout_seconds": self.timeout_seconds,
+            "trickle_seconds": self.trickle_seconds, "regain_minutes": self.regain_minutes,
+            "requests": self.requests, "injected": dict(self.injected),
+            "variants": dict(self.variants),
+        }
+
+
 # --------------------------------------------------------------------------- records
+
+
+@dataclass
+class RefreshRecord:
+    """One refresh Instagram performed (``old`` refreshed into ``new``) and what became of
+    its answer: "pending" (being sent), "delivered" (the whole answer went to a client
+    still connected), "undelivered" (the client had gone before the answer was complete),
+    "unusable" (a fault corrupted the token in the answer). ``fault``: the fault on the
+    answer ("kind:variant" for chaos), "" for none; ``client``: "host:port" it was sent to."""
+
+    username: str
+    client_id: str
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+    at: datetime
+    fault: str = ""
+    outcome: str = "pending"
+    client: str = ""
 
 
 @dataclass
@@ -371,6 +544,9 @@ class FakeState:
             self.me_shape = "flat"
             self.refresh_returns_same_token = False
             self.usage_headers: dict[str, str] = {}
+            self.chaos: Chaos | None = None
+            self.refreshes: list[RefreshRecord] = []
+            self._unanswered: dict[str, RefreshRecord] = {}
 
     # ----------------------------------------------------------------- basics
 
@@ -454,6 +630,28 @@ class FakeState:
         with self.lock:
             queue = self.faults.get(path)
             return queue.popleft() if queue else None
+
+    def chaos_fault(self, path: str, params: dict[str, str]) -> tuple[str, Fault] | None:
+        """The chaos mode's fault for this request as ("kind:variant", fault), or None."""
+        with self.lock:
+            if self.chaos is None or self.chaos.rate == 0:
+                return None
+            value = params.get("access_token", "")
+            token = self.tokens.get(value)
+            key = f"user:{token.username}" if token else f"token:{value}"
+            drawn = self.chaos.draw(path, key)
+        if drawn is None:
+            return None
+        kind, variant, fault = drawn
+        return f"{kind}:{variant}", fault
+
+    def refresh_answered(self, issued: str, outcome: str, fault: str = "",
+                         client: str = "") -> None:
+        """Record what became of the answer that carried the token ``issued``."""
+        with self.lock:
+            record = self._unanswered.pop(issued, None)
+            if record is not None:
+                record.outcome, record.fault, record.client = outcome, fault, client
 
     # ----------------------------------------------------------------- authorize
 
@@ -611,11 +809,16 @@ class FakeState:
                 return graph_error_reply(100, TOO_YOUNG)
             if self.refresh_returns_same_token:
                 token.issued_at, token.expires_at = now, now + LONG_LIFETIME
-                return self._long_lived_reply(token)
-            app = self.apps[token.client_id]
-            return self._long_lived_reply(
-                self.issue_token(app, token.username, "long", token.scopes)
-            )
+                new = token
+            else:
+                app = self.apps[token.client_id]
+                new = self.issue_token(app, token.username, "long", token.scopes)
+            record = RefreshRecord(token.username, token.client_id, token.value, new.value, now)
+            self.refreshes.append(record)
+            self._unanswered[new.value] = record
+            reply = self._long_lived_reply(new)
+            reply.issued = new.value
+            return reply
 
     def me(self, method: str, params: dict[str, str]) -> Reply:
         """``GET /me``: the profile in the configured shape (section 5)."""
