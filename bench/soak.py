@@ -247,12 +247,17 @@ class ClientNamer:
                         break
             if inode:
                 break
-        for pid in list(self.pids):
-            with contextlib.suppress(OSError):
-                for fd in os.scandir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError):
-                        if os.readlink(fd.path) == inode:
-                            return f"pid:{pid}"
+        if inode is not None:
+            # The known workers first (cheap); then every process, for a pool child the
+            # main loop has not listed yet.
+            known = list(self.pids)
+            others = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+            for pid in known + [p for p in others if p not in known]:
+                with contextlib.suppress(OSError):
+                    for fd in os.scandir(f"/proc/{pid}/fd"):
+                        with contextlib.suppress(OSError):
+                            if os.readlink(fd.path) == inode:
+                                return f"pid:{pid}"
         return f"{address[0]}:{address[1]}"
 
 

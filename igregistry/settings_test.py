@@ -24,3 +24,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Most tests run inside a transaction that other connections cannot see: refreshes run in
+# the test's own thread. The tests of concurrency set it themselves (transactional_db).
+REFRESH_CONCURRENCY = 1

@@ -59,6 +59,7 @@ QUEUE = "celery"  # Celery's default queue: a Redis list of that name
 UNACKED = ("unacked", "unacked_index", "unacked_mutex")  # kombu's redelivery bookkeeping
 REFRESH = "/refresh_access_token"
 REFRESH_TASK = "accounts.tasks.refresh_account"
+CHUNK_TASK = "accounts.tasks.refresh_accounts"
 
 _user_ids = itertools.count(17841400000000001)
 
@@ -165,11 +166,17 @@ def queued_messages(client: redis.Redis) -> list[dict]:
 
 
 def queued_refresh_ids(client: redis.Redis) -> list[int]:
+    """The account ids of the queued refreshes: one per `refresh_account` message, a
+    chunk per `refresh_accounts` message (ids only, never a token)."""
     messages = queued_messages(client)
-    assert {m["task"] for m in messages} <= {REFRESH_TASK}, messages
+    assert {m["task"] for m in messages} <= {REFRESH_TASK, CHUNK_TASK}, messages
+    ids = []
     for message in messages:
         assert message["argsrepr"] == repr(tuple(message["args"]))
-    return sorted(m["args"][0] for m in messages)
+        first = message["args"][0]
+        ids += first if message["task"] == CHUNK_TASK else [first]
+        assert all(isinstance(i, int) for i in ids)
+    return sorted(ids)
 
 
 def broker_idle(client: redis.Redis) -> bool:

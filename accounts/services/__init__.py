@@ -40,6 +40,7 @@ from .refresh import (
     sweep_record_success,
     token_refresh,
     tokens_flag_expired,
+    tokens_refresh_many,
     usage_record,
 )
 from .tokens import account_verify, token_import, token_store
@@ -63,6 +64,7 @@ __all__ = [
     "sweep_record_success",
     "token_refresh",
     "tokens_flag_expired",
+    "tokens_refresh_many",
     "usage_record",
     "Actor",
     "FlowError",

@@ -9,7 +9,10 @@ the account to "needs re-authorization" and is not retried.
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -119,6 +122,67 @@ def token_refresh(
     elif result.outcome == Outcome.NEEDS_REAUTH:
         token_file_dead_token_apply(account=token.account, actor=actor, now=now)
     return result
+
+
+def tokens_refresh_many(
+    *, account_ids: list[int], actor: Actor, now: datetime, force: bool = False,
+    concurrency: int | None = None,
+) -> Iterator[tuple[int, RefreshResult]]:
+    """Refresh these accounts with `token_refresh`, up to `concurrency` at once (default
+    REFRESH_CONCURRENCY; 1 on SQLite, which takes one writer at a time), yielding each
+    account id with its result as it finishes (in no set order).
+
+    A refresh is one round trip to Instagram, so the calls overlap in threads, each with
+    its own database connection (closed when the thread ends). Exactly-once is
+    token_refresh's row lock, as ever; a rate-limit pause that begins during the run holds
+    for every refresh after it (each checks it before calling Instagram and is PAUSED)."""
+    if concurrency is None:
+        concurrency = settings.REFRESH_CONCURRENCY
+    if connection.vendor == "sqlite":
+        concurrency = 1
+    workers = max(1, min(concurrency, len(account_ids)))
+    if workers == 1:
+        # In this thread: no connection to hand over, and a test's transaction sees it.
+        for account_id in account_ids:
+            yield account_id, token_refresh(account_id=account_id, actor=actor, now=now,
+                                            force=force)
+        return
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for account_id in account_ids:
+        todo.put(account_id)
+    done: queue.SimpleQueue[tuple[int, RefreshResult] | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            while True:
+                try:
+                    account_id = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    result = token_refresh(account_id=account_id, actor=actor, now=now,
+                                           force=force)
+                except Exception as exc:  # the others go on; the caller reports it
+                    logger.exception("refresh of account %s failed", account_id)
+                    result = RefreshResult(Outcome.FAILED, message=type(exc).__name__)
+                done.put((account_id, result))
+        finally:
+            connection.close()
+            done.put(None)
+
+    threads = [threading.Thread(target=work, name=f"refresh-{i}", daemon=True)
+               for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    running = workers
+    while running:
+        item = done.get()
+        if item is None:
+            running -= 1
+        else:
+            yield item
+    for thread in threads:
+        thread.join()
 
 
 def _defer_for_pause(*, token: Token, until: datetime, now: datetime) -> RefreshResult:

@@ -23,6 +23,8 @@ class Command(BaseCommand):
                             help="Only this account (id or exact label); repeatable.")
         parser.add_argument("--dry-run", action="store_true",
                             help="List what would be refreshed; change nothing.")
+        parser.add_argument("--concurrency", type=int, default=None,
+                            help="Refreshes in flight at once (default REFRESH_CONCURRENCY).")
         parser.add_argument("--force", action="store_true",
                             help="Refresh even if not due yet (never a token under 24 hours "
                             "old or expired: Instagram refuses those).")
@@ -69,9 +71,9 @@ class Command(BaseCommand):
                               f"{utc_text(throttled_until)}; {deferred} due "
                               f"refresh(es) not attempted.")
             ids = []
-        for account_id in ids:
-            result = services.token_refresh(account_id=account_id, actor=actor, now=now,
-                                            force=options["force"])
+        for account_id, result in services.tokens_refresh_many(
+                account_ids=ids, actor=actor, now=now, force=options["force"],
+                concurrency=options["concurrency"]):
             if result.outcome == Outcome.PAUSED:
                 # Instagram rate-limited an earlier refresh of this run: stop calling it.
                 deferred += 1
