@@ -112,7 +112,8 @@ class _WatchedAdapter(HTTPAdapter):
 def session_with_deadlines() -> requests.Session:
     """A session whose connections can be shut down by a call's deadline."""
     session = requests.Session()
-    adapter = _WatchedAdapter()
+    # Kept-alive connections for as many calls in flight as REFRESH_CONCURRENCY allows.
+    adapter = _WatchedAdapter(pool_maxsize=64)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "igregistry/1"
