@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -273,3 +273,68 @@ def test_status_fault_helper_is_a_plain_error(fake, login_app):
     fake.inject(REFRESH, status(503))
     result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=timezone.now())
     assert result.outcome == Outcome.RETRY and "HTTP 503" in result.message
+
+
+# --- found by trying it with hostile answers ---------------------------------------------
+
+
+def test_control_characters_in_a_denial_are_neither_stored_nor_logged(
+        admin_client, login_account, fake, token_dir, caplog):
+    response = admin_client.post(reverse("admin:accounts_account_authorize",
+                                         args=[login_account.pk]))
+    state = dict(p.split("=", 1) for p in urlsplit(response["Location"]).query.split("&"))["state"]
+    response = admin_client.get(reverse("oauth-callback"), {
+        "error": "access_denied", "state": state,
+        "error_description": "evil\x00nul\n2026-01-01 CRITICAL forged\x1b[2J"})
+    assert response.status_code == 400  # not a server error (PostgreSQL refuses NUL)
+    event = Event.objects.get(account=login_account, action="authorize", outcome="denied")
+    assert event.message.isprintable() and "forged" in event.message
+    assert not any("\x1b" in r.getMessage() or "\n2026" in r.getMessage()
+                   for r in caplog.records)
+
+
+@pytest.mark.parametrize("fault", [status(404), json_fault('{"error": {"code": 100, '
+                                                           '"message": "Unsupported"}}')],
+                         ids=["404", "code 100"])
+def test_a_refusal_of_me_after_the_swap_keeps_the_short_lived_token(
+        admin_client, login_account, fake, token_dir, fault):
+    fake.inject("/me", fault)
+    response = start_flow(admin_client, login_account)
+    assert response.status_code == 400 and "is kept" in response.content.decode()
+    assert PendingToken.objects.filter(account=login_account).exists()
+    assert services.pending_swap(account_id=login_account.pk, actor=ACTOR,
+                                 now=timezone.now()).outcome == Outcome.REFRESHED
+
+
+def test_an_integer_too_long_for_python_is_an_unusable_expiry_not_a_lost_token(fake,
+                                                                              login_app):
+    account = due(fake, login_app)
+    fake.inject(REFRESH, json_fault('{"access_token": "IGAAhugeexpirytoken000000", '
+                                    '"expires_in": ' + "9" * 5000 + "}"))
+    assert services.token_refresh(account_id=account.pk, actor=ACTOR,
+                                  now=timezone.now()).outcome == Outcome.REFRESHED
+    assert Token.objects.get(account=account).value == "IGAAhugeexpirytoken000000"
+
+
+def test_an_error_key_that_says_nothing_does_not_spoil_an_answer(fake, login_app):
+    account = due(fake, login_app)
+    fake.inject(REFRESH, json_fault('{"access_token": "IGAAwitherrornull0000000", '
+                                    '"expires_in": 5183944, "error": null}'))
+    assert services.token_refresh(account_id=account.pk, actor=ACTOR,
+                                  now=timezone.now()).outcome == Outcome.REFRESHED
+
+
+def test_no_single_wait_outlasts_the_deadline():
+    client = InstagramClient(connect_timeout=10, read_timeout=20, deadline=2)
+    assert client.transport.timeout == (2, 2)
+
+
+def test_import_refuses_a_token_with_control_characters_without_asking_instagram(
+        fake, login_app, tmp_path):
+    Account.objects.create(app=login_app, label="Shop")
+    token_file = tmp_path / "t.txt"
+    token_file.write_text("IGAAtoken\x1bwithescape0000000")
+    with pytest.raises(CommandError, match="not an access token"):
+        call_command("import_token", "--account", "Shop", "--token-file", str(token_file),
+                     stdout=io.StringIO())
+    assert fake.calls("/me") == []

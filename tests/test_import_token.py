@@ -80,14 +80,16 @@ def test_short_lived_token_is_swapped(admin_client, login_account, fake, token_d
 @pytest.mark.parametrize(
     ("form", "message"),
     [
-        ({"access_token": "garbage-token", "kind": "long"}, "Instagram did not accept"),
+        ({"access_token": "garbage-token-never-issued", "kind": "long"},
+         "Instagram did not accept"),
+        ({"access_token": "garbage", "kind": "long"}, "not an access token"),
         ({"access_token": "two words", "kind": "long"}, "without spaces"),
         ({"access_token": "", "kind": "long"}, "This field is required"),
         ({"access_token": "x", "kind": "forever"}, "Select a valid choice"),
         ({"access_token": "x", "kind": "long", "expires_at": "next tuesday"},
          "Enter a valid date/time"),
-        ({"access_token": "x", "kind": "long", "expires_at": "2001-01-01 00:00"},
-         "in the past"),
+        ({"access_token": "IGAAwellformedtoken00000", "kind": "long",
+          "expires_at": "2001-01-01 00:00"}, "in the past"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(admin_client, login_account, fake, token_dir,
@@ -136,7 +138,7 @@ def test_command_reads_the_token_from_stdin(login_account, fake, monkeypatch, to
 
 
 def test_command_errors_are_clear(login_account, fake, monkeypatch, tmp_path):
-    monkeypatch.setattr("sys.stdin", io.StringIO("garbage\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("garbage-token-never-issued\n"))
     with pytest.raises(CommandError, match="Instagram did not accept"):
         call_command("import_token", "--account", str(login_account.pk))
     with pytest.raises(CommandError, match="No single account"):

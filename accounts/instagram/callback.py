@@ -38,6 +38,15 @@ def _bounded(value: str | None) -> str | None:
     return value
 
 
+def _printable(value: str | None, limit: int) -> str | None:
+    """Instagram's words for a denial, shown and logged: control characters (NUL, newlines,
+    escape sequences) become spaces; bounded."""
+    if not value:
+        return None
+    text = "".join(c if c.isprintable() else " " for c in value[:limit]).strip()
+    return text or None
+
+
 def parse_callback(params: Mapping[str, str]) -> CallbackParams:
     """Read the redirect's query parameters (code or error, and state). Never raises."""
     code = _bounded(params.get("code"))
@@ -46,8 +55,8 @@ def parse_callback(params: Mapping[str, str]) -> CallbackParams:
     return CallbackParams(
         code=clean_code(code) or None if code else None,
         state=state,
-        error=(params.get("error") or "")[:200] or None,
-        error_description=description[:500] if description else None,
+        error=_printable(params.get("error"), 200),
+        error_description=_printable(description, 500),
     )
 
 

@@ -126,7 +126,8 @@ class Transport:
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, deadline: float,
                  session: requests.Session | None = None) -> None:
-        self.timeout = (connect_timeout, read_timeout)
+        # The deadline covers connecting too: no single wait may outlast it.
+        self.timeout = (min(connect_timeout, deadline), min(read_timeout, deadline))
         self.deadline = deadline
         self.session = session or session_with_deadlines()
 
@@ -173,7 +174,7 @@ class Transport:
         usage = Usage.from_headers(response.headers)
         body = loads_bounded(raw)
         status = response.status_code
-        if 200 <= status < 300 and isinstance(body, dict) and "error" not in body:
+        if 200 <= status < 300 and isinstance(body, dict) and not body.get("error"):
             return body, usage
         raise error_from(status, body, usage, endpoint, secrets)
 

@@ -49,7 +49,10 @@ def loads_bounded(text: str | None, *, max_chars: int = MAX_BODY_BYTES) -> Any:
     if not text or len(text) > max_chars or not json_depth_ok(text):
         return None
     try:
-        return json.loads(text)
+        # An integer too long for int() (over 4,300 digits) stays text: the rules refuse
+        # it where it stands, rather than the whole answer being unreadable.
+        return json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 64
+                          else digits)
     except (ValueError, RecursionError):
         return None
 

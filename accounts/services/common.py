@@ -83,6 +83,9 @@ def event_record(
 ) -> Event:
     """Append one event to the log (and to the application log, without secrets)."""
     actor = actor or Actor()
+    # Text from outside (Instagram's words, labels) may hold NUL, newlines or escape
+    # sequences: PostgreSQL refuses NUL, and a newline would forge a log line.
+    message = "".join(c if c.isprintable() else " " for c in message[:2000])
     user = actor.user if actor.user is not None and actor.user.is_authenticated else None
     event = Event.objects.create(
         created_at=now,

@@ -4,21 +4,24 @@ exchange the code, swap for a long-lived token."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from .. import instagram, selectors
-from ..instagram import InstagramError, RateLimited, Transient
+from ..instagram import InstagramError, TokenInvalid
 from ..models import Account, Event, OAuthState, PendingToken, Token
 from ..timeutil import utc_text
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import token_export
 from .tokens import token_store
+
+logger = logging.getLogger(__name__)
 
 # An authorization code's short-lived token lives 1 hour (shared/instagram-api.md, 2).
 SHORT_LIVED_LIFETIME = timedelta(hours=1)
@@ -256,21 +259,34 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
             client_secret=app.app_secret, access_token=pending.value
         )
         profile = client.me(access_token=long.access_token, fields=profile_fields(app.flavour))
-    except (Transient, RateLimited) as exc:
-        message = (
-            f"Instagram did not complete the swap for a long-lived token ({exc}). The "
-            f"registry tries again until the short-lived token expires at "
-            f"{utc_text(pending.expires_at)}."
-        )
-        event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
-                     message=message, actor=actor, now=now)
-        return FlowError(message, account=account)
-    except InstagramError as exc:
+    except TokenInvalid as exc:
+        # The short-lived token itself is dead: nothing is left to try again with.
         pending.delete()
         event_record(account=account, action="authorize", outcome=Event.Outcome.FAILED,
                      message=str(exc), actor=actor, now=now)
         return FlowError(f"Instagram refused the authorization: {exc}. Nothing was stored.",
                          account=account)
+    except InstagramError as exc:
+        # Temporary, or a refusal that may not last (an unexpected status, a 4xx that is
+        # not about the token): the short-lived token Instagram issued is kept.
+        message = (
+            f"Instagram did not complete the swap for a long-lived token ({exc}). The "
+            f"short-lived token is kept: the registry tries again until the short-lived token "
+            f"expires at {utc_text(pending.expires_at)}; if Instagram keeps refusing, "
+            f"authorize again."
+        )
+        event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return FlowError(message, account=account)
+    except DatabaseError:
+        raise
+    except Exception as exc:  # a bug of ours must not lose the short-lived token either
+        logger.exception("swap for account %s failed", account.pk)
+        message = (f"The swap failed ({type(exc).__name__}); the short-lived token is kept "
+                   f"and the registry tries again until {utc_text(pending.expires_at)}.")
+        event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return FlowError(message, account=account)
     pending.delete()
     try:
         token_store(

@@ -202,6 +202,9 @@ def token_import(
     expires_at = as_utc(expires_at) if expires_at is not None else None
     if not access_token or any(c.isspace() for c in access_token):
         raise FlowError("Paste the access token alone, without spaces.", account=account)
+    if instagram.answers.valid_token(access_token) is None:
+        raise FlowError("That is not an access token: tokens are 16 to 2,048 printable ASCII "
+                        "characters. Nothing was sent to Instagram.", account=account)
     if expires_at is not None and expires_at <= now:
         raise FlowError("That expiry is in the past: an expired token cannot be refreshed; "
                         "authorize the account instead.", account=account)
@@ -220,6 +223,9 @@ def token_import(
         elif expires_at is None:
             paused_until = selectors.refresh_paused_until(now=now)
             if paused_until is not None:
+                event_record(account=account, action="import", outcome=Event.Outcome.FAILED,
+                             message=f"Refused during a rate-limit pause (until "
+                             f"{utc_text(paused_until)}).", actor=actor, now=now)
                 raise FlowError(
                     f"Instagram asked the registry to slow down until {utc_text(paused_until)}"
                     f": the refresh that tells this token's expiry would break that. Give the "
