@@ -27,15 +27,26 @@ def clean_code(code: str) -> str:
     return code.strip()
 
 
+def _is_control(char: str) -> bool:
+    # C0, DEL and C1 (U+0085 is a line break to str.splitlines and to many terminals).
+    return ord(char) < 32 or 127 <= ord(char) < 160
+
+
 def _bounded(value: str | None) -> str | None:
     if not value:
         return None
-    # Control characters (C0, DEL and C1: U+0085 is a line break to str.splitlines and to
-    # many terminals) and oversize values are never Instagram's: drop them here, so a
+    # Control characters and oversize values are never Instagram's: drop them here, so a
     # tampered redirect is simply "no code" or "unknown state" further on.
-    if len(value) > MAX_PARAM_CHARS or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if len(value) > MAX_PARAM_CHARS or any(_is_control(c) for c in value):
         return None
     return value
+
+
+def _shown(value: str | None, limit: int) -> str | None:
+    """An error text to show and log: control characters left out (PostgreSQL refuses NUL
+    in text, a log line must stay one line), at most `limit` characters."""
+    text = "".join(c for c in (value or "") if not _is_control(c))[:limit]
+    return text or None
 
 
 def parse_callback(params: Mapping[str, str]) -> CallbackParams:
@@ -46,8 +57,8 @@ def parse_callback(params: Mapping[str, str]) -> CallbackParams:
     return CallbackParams(
         code=clean_code(code) or None if code else None,
         state=state,
-        error=(params.get("error") or "")[:200] or None,
-        error_description=description[:500] if description else None,
+        error=_shown(params.get("error"), 200),
+        error_description=_shown(description, 500),
     )
 
 
