@@ -22,7 +22,7 @@ from accounts.instagram import Profile, Usage
 from accounts.models import Account, Event, PendingToken, SweepState, Token
 from accounts.services import Actor, FlowError, Outcome
 from tests.conftest import SECRETS
-from tests.fake_instagram import graph_error, status
+from tests.fake_instagram import graph_error, rate_limited, status
 
 CLIENT_ID = SECRETS["instagram_login"][0]
 SWEEP = Actor(job="refresh_sweep")
@@ -461,6 +461,7 @@ def test_one_sweep_counts_every_token_it_flags(fake, login_app):
 
     plan = services.refresh_sweep(actor=SWEEP, now=now)
     assert plan.flagged == 5  # four expired long-lived tokens, one short-lived
+    assert Event.objects.get(account=stale_pending, action="swap").actor_job == "refresh_sweep"
     for account in [*expired, errored]:
         account.refresh_from_db()
         assert account.status == Account.Status.NEEDS_REAUTH
@@ -527,9 +528,10 @@ def test_the_sweep_lists_account_ids_not_row_ids(fake, login_app):
                      now=now)
     interrupted = Account.objects.create(app=login_app, label="Interrupted")
     pending(interrupted, fake, now=now)
+    SweepState.objects.create(pk=1, last_started_at=now - timedelta(hours=1))
     plan = services.refresh_sweep(actor=SWEEP, now=now)
     assert plan.refresh_ids == [due.pk] and plan.swap_ids == [interrupted.pk]
-    assert SweepState.objects.get(pk=1).last_started_at == now
+    assert SweepState.objects.get().last_started_at == now
 
 
 def test_the_sweep_flags_expired_pending_tokens_by_account_and_counts_each(fake, login_app,
@@ -615,6 +617,16 @@ def test_queued_markers_keep_the_older_wait(fake, login_app):
     services.refresh_mark_queued(account_ids=[second, third], starts_at=[now, now])
     marks = dict(Token.objects.values_list("account_id", "refresh_queued_for"))
     assert marks == {first: None, second: now, third: now}
+    # One start time for all: the older markers stay too.
+    later = now + timedelta(minutes=1)
+    services.refresh_mark_queued(account_ids=[first, second], starts_at=[later, later])
+    marks = dict(Token.objects.values_list("account_id", "refresh_queued_for"))
+    assert marks == {first: later, second: now, third: now}
+    # Two start times for two accounts: each its own.
+    Token.objects.update(refresh_queued_for=None)
+    services.refresh_mark_queued(account_ids=[first, second], starts_at=[now, later])
+    marks = dict(Token.objects.values_list("account_id", "refresh_queued_for"))
+    assert marks == {first: now, second: later, third: None}
 
 
 def test_a_sweep_success_is_recorded_on_the_one_state_row(db):
@@ -639,3 +651,78 @@ def test_a_pause_ending_within_a_second_still_waits_one(fake, login_app):
 def test_the_smallest_retry_delay_is_one_second(settings):
     settings.REFRESH_RETRY_BASE_SECONDS = settings.REFRESH_RETRY_MAX_SECONDS = 1
     assert {services.retry_delay(failures=1) for _ in range(20)} == {1}
+
+
+def test_any_attempt_clears_the_queue_marker_even_when_not_due(fake, login_app):
+    now = timezone.now()
+    account = make_token(fake, login_app, "Fresh", age=timedelta(days=2),
+                         left=timedelta(days=58), now=now)
+    Token.objects.filter(account=account).update(refresh_queued_for=now)
+    result = services.token_refresh(account_id=account.pk, actor=SWEEP, now=now)
+    assert result.outcome == Outcome.NOT_DUE
+    assert Token.objects.get(account=account).refresh_queued_for is None
+
+
+@pytest.mark.parametrize("fault, outcome", [
+    (graph_error(190), Outcome.NEEDS_REAUTH),
+    (graph_error(100, message="Unsupported request"), Outcome.FAILED),
+])
+def test_a_failed_refresh_counts_one_failure_and_says_why(fake, login_app, fault, outcome):
+    account = make_token(fake, login_app, "Failing", age=timedelta(days=50),
+                         left=timedelta(days=10))
+    fake.inject(REFRESH, fault)
+    result = services.token_refresh(account_id=account.pk, actor=SWEEP, now=timezone.now())
+    assert result.outcome == outcome
+    assert Token.objects.get(account=account).refresh_failures == 1
+    event = Event.objects.get(account=account, action="refresh")
+    assert result.message and event.message == result.message
+
+
+def test_a_dead_token_with_the_empty_policy_empties_the_file_as_the_same_job(
+    fake, login_app, token_dir, settings
+):
+    settings.TOKEN_FILE_DEAD_TOKEN = "empty"
+    account = make_token(fake, login_app, "Dead", age=timedelta(days=50),
+                         left=timedelta(days=10))
+    services.token_export(account=account, actor=SWEEP, now=timezone.now())
+    fake.inject(REFRESH, graph_error(190))
+    job = Actor(job="refresh_account")
+    services.token_refresh(account_id=account.pk, actor=job, now=timezone.now())
+    assert (token_dir / "dead").read_text() == ""
+    assert Event.objects.filter(account=account, action="export").latest("pk").actor_job == (
+        "refresh_account")
+
+
+def test_a_rate_limit_as_long_as_the_longest_retry_is_still_a_retry(fake, login_app, settings):
+    settings.REFRESH_RETRY_MAX_SECONDS = 61
+    account = make_token(fake, login_app, "Limited", age=timedelta(days=50),
+                         left=timedelta(days=10))
+    fake.inject(REFRESH, rate_limited(usage={"estimated_time_to_regain_access": 1}))
+    result = services.token_refresh(account_id=account.pk, actor=SWEEP, now=timezone.now())
+    assert (result.outcome, result.retry_in) == (Outcome.RETRY, 61)
+
+
+def test_a_rate_limit_pauses_whatever_the_usage_and_for_the_retry_delay(fake, login_app):
+    account = make_token(fake, login_app, "Limited", age=timedelta(days=50),
+                         left=timedelta(days=10))
+    # Usage under the stop level and no regain time: the rate limit alone pauses, for
+    # as long as the refresh's own retry waits.
+    fake.inject(REFRESH, rate_limited(usage={"call_count": 50, "total_cputime": 1,
+                                             "total_time": 1,
+                                             "estimated_time_to_regain_access": 0}))
+    now = timezone.now()
+    result = services.token_refresh(account_id=account.pk, actor=SWEEP, now=now)
+    assert SweepState.objects.get().usage_percent == 50
+    assert selectors.refresh_paused_until(now=now) == now + timedelta(seconds=result.retry_in)
+
+
+def test_a_temporary_failure_records_the_usage_it_carried(fake, login_app):
+    account = make_token(fake, login_app, "Busy", age=timedelta(days=50),
+                         left=timedelta(days=10))
+    fake.usage_headers = {"X-App-Usage": '{"call_count": 80, "total_cputime": 1, "total_time": 1}'}
+    fake.inject(REFRESH, status(503))
+    now = timezone.now()
+    assert services.token_refresh(account_id=account.pk, actor=SWEEP,
+                                  now=now).outcome == Outcome.RETRY
+    state = SweepState.objects.get()
+    assert (state.usage_percent, state.usage_recorded_at) == (80, now)
