@@ -7,8 +7,10 @@
 #   bench/mutation.sh client           # accounts/instagram/client.py
 #   bench/mutation.sh                  # every module, one after the other
 #
-# Then `mutmut results` lists the survivors and `mutmut show NAME` shows one.
-# MUTATION_CHILDREN (default 2) bounds the parallel test processes.
+# Then `python bench/mutation_report.py --survivors` lists the survivors per module and
+# `mutmut show NAME` shows one. MUTATION_CHILDREN (default 2) bounds the parallel test
+# processes. MUTANTS="name ..." bench/mutation.sh refresh reruns only those mutants
+# (after new tests: the survivors), with the module's test files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -45,8 +47,19 @@ fi
 for module in "${modules[@]}"; do
   files=$(tests_for "$module")
   echo "== accounts/$(package_of "$module")/$module.py: $files"
-  # SQLite, no Redis: the fast local set-up (DATABASE_URL and REDIS_URL unset).
-  env -u DATABASE_URL -u REDIS_URL MUTATION_TEST_FILES="$files" \
-    "$MUTMUT" run --max-children "${MUTATION_CHILDREN:-2}" \
-    "accounts.$(package_of "$module").$module.*"
+  if [ -n "${MUTANTS:-}" ]; then
+    read -r -a names <<< "$MUTANTS"
+  else
+    names=("accounts.$(package_of "$module").$module.*")
+  fi
+  # SQLite, no Redis: the fast local set-up. MUTATION_DATABASE_URL (PostgreSQL) instead
+  # for the mutants only PostgreSQL can kill (row locks); then one child at a time, since
+  # every child creates the same test database.
+  if [ -n "${MUTATION_DATABASE_URL:-}" ]; then
+    env -u REDIS_URL DATABASE_URL="$MUTATION_DATABASE_URL" MUTATION_TEST_FILES="$files" \
+      "$MUTMUT" run --max-children 1 "${names[@]}"
+  else
+    env -u DATABASE_URL -u REDIS_URL MUTATION_TEST_FILES="$files" \
+      "$MUTMUT" run --max-children "${MUTATION_CHILDREN:-2}" "${names[@]}"
+  fi
 done
