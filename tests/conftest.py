@@ -32,6 +32,15 @@ SECRETS = {
 }
 
 
+def pytest_ignore_collect(collection_path, config):  # noqa: ANN001
+    """Mutation runs (bench/mutation.sh) name the test files that bear on one module in
+    MUTATION_TEST_FILES; every other test file is left out. Unset: nothing is left out."""
+    only = os.environ.get("MUTATION_TEST_FILES")
+    if only and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in only.split()
+    return None
+
+
 def require_service(name: str, available: bool, how: str) -> None:
     """Skip a test locally when a server is missing; in CI (CI=true) fail instead."""
     if available:

@@ -117,6 +117,21 @@ def test_denied_at_instagram(admin_client, account, fake, token_dir):
     assert fake.calls("/oauth/access_token") == []
 
 
+def test_a_denial_carrying_control_characters_is_shown_without_them(
+    admin_client, login_account, fake, token_dir
+):
+    # PostgreSQL refuses NUL in text: the event must not carry it (it used to be a 500).
+    state = urlsplit(start(admin_client, login_account)["Location"]).query
+    state = dict(p.split("=", 1) for p in state.split("&"))["state"]
+    query = urlencode({"state": state, "error": "access\x00_denied",
+                       "error_description": "no\nthanks\x85"})
+    response = admin_client.get(f"{reverse('oauth-callback')}?{query}")
+    assert response.status_code == 400
+    event = Event.objects.get(account=login_account, action="authorize", outcome="denied")
+    assert event.message == "Instagram answered access_denied: nothanks"
+    assert nothing_stored(login_account, token_dir)
+
+
 def test_missing_state(admin_client, login_account, fake, token_dir):
     location = allow_at_fake(start(admin_client, login_account)["Location"])
     parts = urlsplit(location)

@@ -27,23 +27,26 @@ def clean_code(code: str) -> str:
     return code.strip()
 
 
+def _is_control(char: str) -> bool:
+    # C0, DEL and C1 (U+0085 is a line break to str.splitlines and to many terminals).
+    return ord(char) < 32 or 127 <= ord(char) < 160
+
+
 def _bounded(value: str | None) -> str | None:
     if not value:
         return None
-    # Control characters (C0, DEL and C1: U+0085 is a line break to str.splitlines and to
-    # many terminals) and oversize values are never Instagram's: drop them here, so a
+    # Control characters and oversize values are never Instagram's: drop them here, so a
     # tampered redirect is simply "no code" or "unknown state" further on.
-    if len(value) > MAX_PARAM_CHARS or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if len(value) > MAX_PARAM_CHARS or any(_is_control(c) for c in value):
         return None
     return value
 
 
 def _printable(value: str | None, limit: int) -> str | None:
     """Instagram's words for a denial, shown and logged: control characters (NUL, newlines,
-    escape sequences) become spaces; bounded."""
-    if not value:
-        return None
-    text = "".join(c if c.isprintable() else " " for c in value[:limit]).strip()
+    escape sequences) left out (PostgreSQL refuses NUL, a log line must stay one line);
+    at most `limit` characters."""
+    text = "".join(c for c in (value or "") if c.isprintable())[:limit].strip()
     return text or None
 
 
