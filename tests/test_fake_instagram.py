@@ -577,6 +577,33 @@ def test_control_api(fake: FakeInstagram) -> None:
     assert fake.refreshes() == [] and fake.chaos_report() is None
 
 
+def test_latency_delays_every_call_to_instagram_but_not_the_control_api(
+    fake: FakeInstagram,
+) -> None:
+    ctl = f"{fake.url}/_fake"
+    minted = requests.post(f"{ctl}/tokens", timeout=5, json={
+        "client_id": CLIENT_ID, "usernames": ["u1", "u2"], "age_days": 50})
+    tokens = minted.json()["access_tokens"]
+    assert [fake.token_info(t)["username"] for t in tokens] == ["u1", "u2"]
+    assert requests.post(f"{ctl}/settings", json={"latency": 0.3}, timeout=5).json()[
+        "latency"] == 0.3
+    try:
+        started = time.monotonic()
+        assert refresh(fake, tokens[0]).status_code == 200
+        assert me(fake, tokens[1]).status_code == 200
+        assert time.monotonic() - started >= 0.6
+        started = time.monotonic()
+        assert requests.get(f"{ctl}/clock", timeout=5).ok
+        assert time.monotonic() - started < 0.25
+    finally:
+        fake.latency = 0
+    with pytest.raises(ValueError):
+        fake.latency = -1
+    fake.latency = 0.2
+    fake.reset()
+    assert fake.latency == 0
+
+
 def test_cli_mint(fake: FakeInstagram, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "mint",

@@ -31,10 +31,13 @@ def setup_demo(fake: FakeInstagram) -> None:
     fake.add_user("demo_user")
 
 
-def serve(host: str, port: int, demo: bool, chaos: dict | None = None) -> int:
-    """Serve until Ctrl-C, after printing one line with the URL. ``chaos``: keyword
-    arguments of ``FakeInstagram.chaos`` (seeded random faults)."""
+def serve(host: str, port: int, demo: bool, chaos: dict | None = None,
+          latency: float = 0.0) -> int:
+    """Serve until Ctrl-C (or SIGTERM), after printing one line with the URL. ``chaos``:
+    keyword arguments of ``FakeInstagram.chaos`` (seeded random faults); ``latency``:
+    seconds before each call to Instagram's hosts is answered."""
     fake = FakeInstagram(host=host, port=port).start()
+    fake.latency = latency
     if demo:
         setup_demo(fake)
     if chaos:
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="register the demo apps 1000000000000001/1000000000000002 and demo_user",
     )
+    p_serve.add_argument("--latency", type=float, default=0.0,
+                         help="seconds before each call to Instagram is answered")
     p_serve.add_argument("--chaos-rate", type=float, default=0.0,
                          help="share of refresh calls that go wrong at random (0 to 1)")
     p_serve.add_argument("--chaos-seed", type=int, default=0)
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.chaos_rate:
             chaos = {"rate": args.chaos_rate, "seed": args.chaos_seed,
                      "kinds": [k for k in args.chaos_kinds.split(",") if k]}
-        return serve(args.host, args.port, args.demo, chaos)
+        return serve(args.host, args.port, args.demo, chaos, args.latency)
     return mint(args.url, args.client_id, args.username, args.kind, args.age_days)
 
 

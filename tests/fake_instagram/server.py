@@ -130,6 +130,9 @@ def _dialog_page(app: App, scopes: list[str], params: dict[str, str], username: 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Instagram does not drop connections under load; socketserver's backlog of 5 would
+    # (SYNs dropped, a second's retransmit) when many refreshes start at once.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], fake: FakeInstagram) -> None:
         self.fake = fake
@@ -177,6 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
         state.record(
             Call(method, path, split.path, query, form, dict(self.headers.items()), state.now())
         )
+        if state.latency > 0:
+            # Every call to Instagram takes this long to answer (a network's round trip).
+            fake._stopping.wait(state.latency)
         graph = path in GRAPH_PATHS
         fault = state.pop_fault(path)
         name = fault.kind if fault is not None else ""
@@ -517,6 +523,19 @@ class FakeInstagram:
         self._state.refresh_returns_same_token = bool(value)
 
     @property
+    def latency(self) -> float:
+        """Seconds every call to Instagram's hosts waits before it is answered (the control
+        API under ``/_fake/`` does not); 0 by default."""
+        return self._state.latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        seconds = float(value)
+        if not 0 <= seconds <= 60:
+            raise ValueError("latency must be between 0 and 60 seconds")
+        self._state.latency = seconds
+
+    @property
     def usage_headers(self) -> dict[str, str]:
         """Extra headers sent with every graph response (mutable in place)."""
         return self._state.usage_headers
@@ -638,6 +657,15 @@ class FakeInstagram:
                 account_type=data.get("account_type", "BUSINESS"),
             )
             return json_reply(200, asdict(user))
+        if path == "/_fake/tokens" and "usernames" in data:
+            # Many at once (benchmarks): one long-lived token per username.
+            age = timedelta(days=float(data.get("age_days", 0)))
+            usernames = data["usernames"]
+            if not isinstance(usernames, list) or not all(isinstance(u, str) for u in usernames):
+                raise TypeError("usernames must be a list of strings")
+            tokens = [self.mint_token(client_id=data["client_id"], username=u, age=age)
+                      for u in usernames]
+            return json_reply(200, {"access_tokens": tokens})
         if path == "/_fake/tokens":
             age = timedelta(
                 days=float(data.get("age_days", 0)), seconds=float(data.get("age_seconds", 0))
@@ -673,6 +701,7 @@ class FakeInstagram:
                 "me_shape",
                 "refresh_returns_same_token",
                 "usage_headers",
+                "latency",
             ):
                 if name in data:
                     setattr(self, name, data[name])
@@ -691,4 +720,5 @@ class FakeInstagram:
             "me_shape": self.me_shape,
             "refresh_returns_same_token": self.refresh_returns_same_token,
             "usage_headers": dict(self.usage_headers),
+            "latency": self.latency,
         }

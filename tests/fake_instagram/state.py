@@ -544,6 +544,7 @@ class FakeState:
             self.me_shape = "flat"
             self.refresh_returns_same_token = False
             self.usage_headers: dict[str, str] = {}
+            self.latency = 0.0  # seconds before answering each call (not the control API)
             self.chaos: Chaos | None = None
             self.refreshes: list[RefreshRecord] = []
             self._unanswered: dict[str, RefreshRecord] = {}
