@@ -59,7 +59,14 @@ from urllib.parse import quote
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.soak import KOMBU_KEYS, Cleanup, _children, _die_with_parent, _drop_database  # noqa: E402
+from bench.soak import (  # noqa: E402
+    KOMBU_KEYS,
+    Cleanup,
+    _children,
+    _die_with_parent,
+    _drop_database,
+    run_cleanly,
+)
 
 CLIENT_ID, CLIENT_SECRET = "1000000000000001", "bench-app-secret-0123456789"
 REDIRECT_URI = "https://registry.test.example/oauth/callback/"
@@ -316,24 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_memory()
     if argv[:1] == ["_profile"]:
         return profile_cron(argv[1])
-    args = parse_args(argv)
-    cleanup = Cleanup()
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # Explicit handlers: a shell's background job would otherwise ignore SIGINT.
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        return run(args, cleanup)
-    except KeyboardInterrupt:
-        print("bench: interrupted, cleaning up", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup runs to its end
-        cleanup.run()
+    return run_cleanly(run, parse_args(argv), "bench")
 
 
 def run(args: argparse.Namespace, cleanup: Cleanup) -> int:

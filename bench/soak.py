@@ -63,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -302,25 +303,30 @@ class Unwritable:
         self.how = ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_cleanly(run_: Callable[[argparse.Namespace, Cleanup], int], args: argparse.Namespace,
+                name: str) -> int:
+    """Run a script's body so that Ctrl-C or SIGTERM (a shell's background job ignores
+    SIGINT otherwise) still runs every cleanup step it registered, to its end."""
     cleanup = Cleanup()
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # Explicit handlers: a shell's background job would otherwise ignore SIGINT.
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        return run(args, cleanup)
+        return run_(args, cleanup)
     except KeyboardInterrupt:
-        print("soak: interrupted, cleaning up", file=sys.stderr)
+        print(f"{name}: interrupted, cleaning up", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup runs to its end
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         cleanup.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cleanly(run, parse_args(argv), "soak")
 
 
 def run(args: argparse.Namespace, cleanup: Cleanup) -> int:  # noqa: C901 (one story)
