@@ -267,11 +267,6 @@ def token_files_to_check() -> QuerySet[Account]:
 # --- token files ----------------------------------------------------------------------
 
 
-def token_file_holds_dead_token(*, account: Account) -> bool:
-    """Whether the account's token is dead (the owner must authorize again)."""
-    return account.status == Account.Status.NEEDS_REAUTH
-
-
 def token_file_content(*, account: Account, token: Token) -> str:
     """What the account's token file holds: the bare token, or a JSON document.
 
@@ -279,7 +274,7 @@ def token_file_content(*, account: Account, token: Token) -> str:
     token by default (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would
     anyway, and the dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file
     is emptied and the JSON file holds `"access_token": null` and `"status"`."""
-    dead = token_file_holds_dead_token(account=account)
+    dead = account.status == Account.Status.NEEDS_REAUTH
     empty = dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty"
     if account.export_format == Account.ExportFormat.JSON:
         document = {

@@ -21,7 +21,6 @@ from django.contrib.auth.views import PasswordChangeView
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 from django_otp import devices_for_user, user_has_device
 from django_otp import login as otp_login
@@ -179,7 +178,10 @@ class RegistryAdminSite(admin.AdminSite):
                 user=user, confirmed=False, defaults={"name": "authenticator"})
             svg = io.BytesIO()
             write_qrcode_image(device.config_url, svg)
-            context["qr_svg"] = mark_safe(svg.getvalue().decode())  # noqa: S308 (our own SVG)
+            # As an image: the library's SVG uses a namespace prefix that inline HTML
+            # does not draw.
+            context["qr_src"] = "data:image/svg+xml;base64," + base64.b64encode(
+                svg.getvalue()).decode()
             context["secret"] = base64.b32encode(device.bin_key).decode()
         return TemplateResponse(request, "admin/two_factor.html", context,
                                 status=400 if error else 200)

@@ -169,3 +169,13 @@ def active_account(fake: FakeInstagram, app: InstagramApp, label: str, *,
     if exported:
         services.token_export(account=account, actor=Actor(job="test"), now=now)
     return Account.objects.select_related("token").get(pk=account.pk)
+
+
+def callback_path(client, account: Account, username: str = "shop_owner") -> str:  # noqa: ANN001
+    """Press Authorize on the account as `client`'s user, allow at the fake as `username`,
+    and return the path and query the browser then requests at the registry's callback."""
+    from django.urls import reverse
+
+    response = client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
+    parts = urlsplit(allow_at_fake(response["Location"], username=username))
+    return f"{parts.path}?{parts.query}"

@@ -25,18 +25,16 @@ from __future__ import annotations
 import errno
 import os
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import pytest
 from django.db import OperationalError
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts import services, tasks
 from accounts.models import Account, Event, PendingToken, SweepState, Token
 from accounts.selectors import FileState, State, accounts_with_state
 from accounts.services import Actor, Outcome
-from tests.conftest import active_account, allow_at_fake
+from tests.conftest import active_account, callback_path
 from tests.fake_instagram import Fault, delay, disconnect, rate_limited, status
 
 ACTOR = Actor(job="test")
@@ -71,11 +69,8 @@ def quick(settings, fake):
     settings.INSTAGRAM_DEADLINE_SECONDS = 3
 
 
-def start_flow(admin_client, account: Account, username: str = "shop_owner"):
-    response = admin_client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
-    location = allow_at_fake(response["Location"], username=username)
-    parts = urlsplit(location)
-    return admin_client.get(f"{parts.path}?{parts.query}")
+def start_flow(admin_client, account: Account, username: str = "shop_owner"):  # noqa: ANN001
+    return admin_client.get(callback_path(admin_client, account, username))
 
 
 def state_of(account: Account) -> str:

@@ -475,7 +475,7 @@ def test_dashboard_shows_the_action_needed_instead_of_a_next_refresh(admin_clien
     assert "Authorize again" in page
 
 
-def test_viewers_of_the_dashboard_see_the_file_name(admin_client, fake, login_app, token_dir):
+def test_the_dashboard_shows_the_file_name(admin_client, fake, login_app, token_dir):
     account = due_account(fake, login_app, "Shop", age=5 * DAY, token_filename="shop-feed")
     services.token_export(account=account, actor=ACTOR, now=timezone.now())
     page = admin_client.get(DASHBOARD).content.decode()

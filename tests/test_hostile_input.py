@@ -29,7 +29,7 @@ from accounts.models import (
     validate_token_filename,
 )
 from accounts.services import Actor, Outcome
-from tests.conftest import active_account, allow_at_fake
+from tests.conftest import active_account, callback_path
 from tests.fake_instagram import Fault, status
 
 ACTOR = Actor(job="test")
@@ -47,10 +47,7 @@ def due(fake, app) -> Account:  # noqa: ANN001
 
 
 def start_flow(admin_client, account: Account, username: str = "shop_owner"):  # noqa: ANN001
-    response = admin_client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
-    location = allow_at_fake(response["Location"], username=username)
-    parts = urlsplit(location)
-    return admin_client.get(f"{parts.path}?{parts.query}")
+    return admin_client.get(callback_path(admin_client, account, username))
 
 
 # --- 1. answers that used to crash ---------------------------------------------------------
