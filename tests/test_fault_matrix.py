@@ -28,6 +28,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import services, tasks
@@ -160,7 +161,8 @@ def test_a_database_failure_after_instagram_refreshed_keeps_the_old_valid_token(
     def down(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(Token, "save", down)
+    # The refreshed chunk's tokens are stored in one statement: it fails.
+    monkeypatch.setattr(QuerySet, "bulk_update", down)
     with pytest.raises(OperationalError):
         tasks.refresh_account.apply(args=(account.pk,), throw=True)
     monkeypatch.undo()

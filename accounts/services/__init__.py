@@ -25,6 +25,7 @@ from .files import (
     token_file_remove,
     token_file_take_over,
     token_files_reconcile,
+    token_files_write,
 )
 from .keys import secrets_reencrypt
 from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
@@ -85,6 +86,7 @@ __all__ = [
     "token_file_remove",
     "token_file_take_over",
     "token_files_reconcile",
+    "token_files_write",
     "ReconcileReport",
     "token_import",
     "token_store",

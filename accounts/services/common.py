@@ -72,6 +72,16 @@ def profile_fields(flavour: str) -> tuple[str, ...]:
     return ("id", "username")
 
 
+@dataclass(frozen=True)
+class EventEntry:
+    """One event to append with `events_record` (the actor and time are the batch's)."""
+
+    account: Account | None
+    action: str
+    outcome: str
+    message: str = ""
+
+
 def event_record(
     *,
     account: Account | None,
@@ -82,28 +92,38 @@ def event_record(
     now: datetime,
 ) -> Event:
     """Append one event to the log (and to the application log, without secrets)."""
-    actor = actor or Actor()
-    # Text from outside (Instagram's words, labels) may hold NUL, newlines or escape
-    # sequences: PostgreSQL refuses NUL, and a newline would forge a log line.
-    message = "".join(c if c.isprintable() else " " for c in message[:2000])
-    user = actor.user if actor.user is not None and actor.user.is_authenticated else None
-    event = Event.objects.create(
-        created_at=now,
-        account=account,
-        account_label=str(account) if account else "",
-        action=action,
-        outcome=outcome,
-        message=message[:2000],
-        actor_user=user,
-        actor_job=actor.job,
-    )
-    logger.info(
-        "event action=%s outcome=%s account=%s actor=%s %s",
-        action,
-        outcome,
-        account.pk if account else "-",
-        getattr(user, "username", None) or actor.job or "-",
-        message,
-    )
+    [event] = events_record(entries=[EventEntry(account=account, action=action,
+                                                outcome=outcome, message=message)],
+                            actor=actor, now=now)
     return event
 
+
+def events_record(*, entries: list[EventEntry], actor: Actor | None = None,
+                  now: datetime) -> list[Event]:
+    """Append these events to the log in one statement (and each to the application log,
+    without secrets). `now` is their time (UTC)."""
+    actor = actor or Actor()
+    user = actor.user if actor.user is not None and actor.user.is_authenticated else None
+    who = getattr(user, "username", None) or actor.job or "-"
+    events = []
+    for entry in entries:
+        # Text from outside (Instagram's words, labels) may hold NUL, newlines or escape
+        # sequences: PostgreSQL refuses NUL, and a newline would forge a log line.
+        message = "".join(c if c.isprintable() else " " for c in entry.message[:2000])
+        events.append(Event(
+            created_at=now,
+            account=entry.account,
+            account_label=str(entry.account) if entry.account else "",
+            action=entry.action,
+            outcome=entry.outcome,
+            message=message,
+            actor_user=user,
+            actor_job=actor.job,
+        ))
+        logger.info("event action=%s outcome=%s account=%s actor=%s %s", entry.action,
+                    entry.outcome, entry.account.pk if entry.account else "-", who, message)
+    if len(events) == 1:
+        events[0].save()  # one row: the plain insert, its id read back on every database
+    elif events:
+        Event.objects.bulk_create(events)
+    return events

@@ -13,12 +13,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 
 from .. import selectors
-from ..crypto import DecryptionError
+from ..crypto import DecryptionError, decrypt
 from ..models import Account, Event, Token, TokenFile, validate_token_filename
 from ..selectors import FileState
-from .common import Actor, FlowError, event_record
+from .common import Actor, EventEntry, FlowError, event_record, events_record
 
 
 class FileNameTaken(Exception):
@@ -93,6 +95,67 @@ def token_export(*, account: Account, actor: Actor, now: datetime) -> Path | Non
         event_record(account=account, action="export", outcome=Event.Outcome.OK,
                      message=f"Wrote {path}.", actor=actor, now=now)
     return path
+
+
+def token_files_write(*, account_ids: list[int], actor: Actor,
+                      now: datetime) -> dict[int, Path | None]:
+    """`token_export` for many accounts (a refreshed chunk), with the same guarantees, in
+    a handful of statements for all of them: one transaction holds their rows while their
+    files are written (atomically, each as `token_export` does), and records the writes
+    together. An account whose export is not the plain case (its first export or a new
+    name to claim, export turned off, no long-lived token) goes through `token_export`.
+    Returns the path written (or None) per account id."""
+    written: dict[int, Path | None] = {}
+    others: list[Account] = []
+    with transaction.atomic():
+        accounts = list(
+            Account.objects.select_for_update(of=("self",))
+            .select_related("token")
+            .defer("token__value")
+            # Read as stored and decrypted here: a value no key decrypts fails its own file.
+            .annotate(stored_value=Cast("token__value", output_field=TextField()))
+            .filter(pk__in=account_ids)
+            .order_by("pk")
+        )
+        current = selectors.token_files_current_for(accounts=accounts)
+        done: list[tuple[Account, TokenFile, Path]] = []
+        for account in accounts:
+            token = getattr(account, "token", None)
+            record = current.get(account.pk)
+            name = selectors.token_file_name_given(account=account, current=record)
+            if (not account.export_enabled or token is None or token.kind != Token.Kind.LONG
+                    or record is None or record.name != name):
+                others.append(account)
+                continue
+            try:
+                validate_token_filename(name)
+                token.value = decrypt(account.stored_value)
+                path = _write_atomically(
+                    directory=Path(settings.TOKEN_EXPORT_DIR), name=name,
+                    content=selectors.token_file_content(account=account, token=token),
+                    mode=settings.TOKEN_FILE_MODE, group=settings.TOKEN_FILE_GROUP,
+                )
+            except (OSError, ValidationError, LookupError, DecryptionError) as exc:
+                _export_failed(account=account, state=FileState.UNWRITABLE,
+                               message=_export_error_text(exc, name), actor=actor, now=now)
+                written[account.pk] = None
+                continue
+            done.append((account, record, path))
+            written[account.pk] = path
+        if done:
+            TokenFile.objects.filter(pk__in=[record.pk for _, record, _ in done]).update(
+                written_at=now)
+            Account.objects.filter(pk__in=[account.pk for account, _, _ in done]).update(
+                file_error="", file_written_at=now, file_state=FileState.IN_SYNC,
+                file_checked_at=now,
+            )
+            events_record(entries=[
+                EventEntry(account=account, action="export", outcome=Event.Outcome.OK,
+                           message=f"Wrote {path}.") for account, _, path in done
+            ], actor=actor, now=now)
+    for account in others:
+        written[account.pk] = token_export(account=account, actor=actor, now=now)
+    return written
 
 
 def token_file_dead_token_apply(*, account: Account, actor: Actor, now: datetime) -> None:

@@ -13,15 +13,17 @@ import queue
 import random
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q, TextField
+from django.db.models.functions import Cast
 
 from .. import selectors
-from ..crypto import DecryptionError
+from ..crypto import DecryptionError, decrypt
 from ..instagram import (
     InstagramError,
     LongLivedToken,
@@ -32,8 +34,16 @@ from ..instagram import (
 )
 from ..models import Account, Event, PendingToken, SweepState, Token
 from ..timeutil import utc_text
-from .common import ASSUMED_EXPIRY_NOTE, Actor, FlowError, event_record, instagram_client
-from .files import token_export, token_file_dead_token_apply
+from .common import (
+    ASSUMED_EXPIRY_NOTE,
+    Actor,
+    EventEntry,
+    FlowError,
+    event_record,
+    events_record,
+    instagram_client,
+)
+from .files import token_file_dead_token_apply, token_files_write
 from .oauth import pending_token_swap
 
 logger = logging.getLogger(__name__)
@@ -75,126 +85,271 @@ def token_refresh(
 ) -> RefreshResult:
     """Refresh the account's long-lived token if it is due (or, with `force`, as soon as
     Instagram allows: 24 hours old and unexpired), store what comes back, export the file
-    and log the event. Never sends a token that is too young or expired."""
-    candidates = (
-        selectors.tokens_refreshable(now=now) if force else selectors.tokens_due(now=now)
-    )
-    answered: list[tuple[str, LongLivedToken]] = []
-    try:
-        with transaction.atomic():
-            # SKIP LOCKED: a row another worker is refreshing is its business, not ours.
-            token = (
-                Token.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("account__app")
-                # Decrypted when sent, so that a value no key decrypts is a recorded failure.
-                .defer("value", "account__app__app_secret")
-                .filter(account_id=account_id)
-                .first()
-            )
-            if token is None:
-                busy = Token.objects.filter(account_id=account_id).exists()
-                return RefreshResult(Outcome.BUSY if busy else Outcome.NOT_DUE)
-            if token.refresh_queued_for is not None:
-                # This is the attempt the queue marker waited for (worker liveness).
-                Token.objects.filter(pk=token.pk).update(refresh_queued_for=None)
-                token.refresh_queued_for = None
-            # Re-checked under the lock: whoever held it before may have just refreshed it.
-            if not candidates.filter(pk=token.pk).exists():
-                return RefreshResult(Outcome.NOT_DUE)
-            paused_until = selectors.refresh_paused_until(now=now)
-            if paused_until is not None:
-                return _defer_for_pause(token=token, until=paused_until, now=now)
-            result = _refresh_locked(token=token, actor=actor, now=now, answered=answered)
-    except (OperationalError, InterfaceError):
-        if not answered or connection.in_atomic_block:
-            raise
-        # Instagram has refreshed the token, but the database session ended before the
-        # new one was stored (a killed backend, a failover). Instagram would not give it
-        # again: store it on a new session rather than refresh a second time.
-        connection.close()
-        old_value, fresh = answered[0]
-        result = _store_after_lost_session(account_id=account_id, old_value=old_value,
-                                           fresh=fresh, actor=actor, now=now)
-        token = Token.objects.select_related("account__app").get(account_id=account_id)
-    if result.outcome == Outcome.REFRESHED:
-        # After commit: a failed file write keeps the new token; reconcile repairs the file.
-        token_export(account=token.account, actor=actor, now=now)
-    elif result.outcome == Outcome.NEEDS_REAUTH:
-        token_file_dead_token_apply(account=token.account, actor=actor, now=now)
+    and log the event. Never sends a token that is too young or expired. The one-account
+    case of `tokens_refresh_many` (the admin's *Refresh now*, a retried task)."""
+    [(_, result)] = list(tokens_refresh_many(account_ids=[account_id], actor=actor, now=now,
+                                             force=force, concurrency=1))
     return result
+
+
+# While one chunk's answers are written to the database, the next chunk's calls are in
+# flight: two chunks at a time, each on a database connection of its own.
+CHUNKS_AT_ONCE = 2
 
 
 def tokens_refresh_many(
     *, account_ids: list[int], actor: Actor, now: datetime, force: bool = False,
     concurrency: int | None = None,
 ) -> Iterator[tuple[int, RefreshResult]]:
-    """Refresh these accounts with `token_refresh`, up to `concurrency` at once (default
-    REFRESH_CONCURRENCY; 1 on SQLite, which takes one writer at a time), yielding each
-    account id with its result as it finishes (in no set order).
+    """Refresh these accounts, yielding each account id (once) with its result, chunk by
+    chunk (REFRESH_CHUNK_SIZE accounts) in no set order.
 
-    A refresh is one round trip to Instagram, so the calls overlap in threads, each with
-    its own database connection (closed when the thread ends). Exactly-once is
-    token_refresh's row lock, as ever; a rate-limit pause that begins during the run holds
-    for every refresh after it (each checks it before calling Instagram and is PAUSED)."""
+    A chunk is one transaction: its due token rows are locked together (SKIP LOCKED: a row
+    another worker holds is reported BUSY, never waited on), their refresh calls go to
+    Instagram up to `concurrency` at once (default REFRESH_CONCURRENCY) in threads that
+    never touch the database, and the answers are stored with a few statements for the
+    whole chunk. Files are written after the commit (`token_files_write`). A rate-limit
+    pause (read once per chunk, and set by any answer of this run that asks for one)
+    holds every call not yet made: those accounts are PAUSED. On PostgreSQL, two chunks
+    run at once (CHUNKS_AT_ONCE) when `concurrency` is over 1; SQLite takes one writer at
+    a time, so its chunks run one after the other (their calls still overlap)."""
     if concurrency is None:
         concurrency = settings.REFRESH_CONCURRENCY
-    if connection.vendor == "sqlite":
-        concurrency = 1
-    workers = max(1, min(concurrency, len(account_ids)))
-    if workers == 1:
-        # In this thread: no connection to hand over, and a test's transaction sees it.
-        for account_id in account_ids:
-            yield account_id, token_refresh(account_id=account_id, actor=actor, now=now,
-                                            force=force)
-        return
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for account_id in account_ids:
-        todo.put(account_id)
-    done: queue.SimpleQueue[tuple[int, RefreshResult] | None] = queue.SimpleQueue()
+    ids = list(dict.fromkeys(account_ids))
+    size = settings.REFRESH_CHUNK_SIZE
+    chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
+    with _Calls(concurrency=max(1, concurrency)) as calls:
+        run = _ChunkRun(actor=actor, now=now, force=force, calls=calls)
+        if concurrency <= 1 or len(chunks) <= 1 or connection.vendor == "sqlite":
+            # In this thread: a test's transaction sees it, and SQLite has one writer.
+            for chunk in chunks:
+                yield from run.refresh(chunk)
+            return
+        yield from _in_threads(run, chunks, workers=min(CHUNKS_AT_ONCE, len(chunks)))
+
+
+def _in_threads(run: _ChunkRun, chunks: list[list[int]],
+                workers: int) -> Iterator[tuple[int, RefreshResult]]:
+    """Refresh the chunks in `workers` threads, each with its own database connection
+    (closed when it ends); a chunk that raises is reported FAILED, the others go on."""
+    todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    for chunk in chunks:
+        todo.put(chunk)
+    done: queue.SimpleQueue[list[tuple[int, RefreshResult]] | None] = queue.SimpleQueue()
 
     def work() -> None:
         try:
             while True:
                 try:
-                    account_id = todo.get_nowait()
+                    chunk = todo.get_nowait()
                 except queue.Empty:
                     return
                 try:
-                    result = token_refresh(account_id=account_id, actor=actor, now=now,
-                                           force=force)
+                    done.put(list(run.refresh(chunk)))
                 except Exception as exc:  # the others go on; the caller reports it
-                    logger.exception("refresh of account %s failed", account_id)
-                    result = RefreshResult(Outcome.FAILED, message=type(exc).__name__)
-                done.put((account_id, result))
+                    logger.exception("refresh of accounts %s failed", chunk)
+                    failed = RefreshResult(Outcome.FAILED, message=type(exc).__name__)
+                    done.put([(account_id, failed) for account_id in chunk])
         finally:
             connection.close()
             done.put(None)
 
-    threads = [threading.Thread(target=work, name=f"refresh-{i}", daemon=True)
+    threads = [threading.Thread(target=work, name=f"refresh-chunk-{i}", daemon=True)
                for i in range(workers)]
     for thread in threads:
         thread.start()
     running = workers
     while running:
-        item = done.get()
-        if item is None:
+        results = done.get()
+        if results is None:
             running -= 1
         else:
-            yield item
+            yield from results
     for thread in threads:
         thread.join()
 
 
-def _defer_for_pause(*, token: Token, until: datetime, now: datetime) -> RefreshResult:
-    """Instagram asked us to slow down: no call, no failure counted; the token waits for
-    the first sweep after the pause (its back-off time moves to the pause's end)."""
-    if token.next_attempt_at is None or token.next_attempt_at < until:
-        Token.objects.filter(pk=token.pk).update(next_attempt_at=until)
-    seconds = max(int((until - now).total_seconds()), 1)
-    return RefreshResult(
-        Outcome.PAUSED, retry_in=seconds,
-        message=f"Not attempted: Instagram asked to slow down until {utc_text(until)}.",
-    )
+class _NotCalled(Exception):
+    """The call was not made: a rate-limit pause began before its turn."""
+
+
+class _Calls:
+    """Refresh calls to Instagram, up to `concurrency` in flight (threads that never touch
+    the database), stopped for the rest of the run once an answer asks for a pause."""
+
+    def __init__(self, *, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.paused = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Calls:
+        if self.concurrency > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                            thread_name_prefix="refresh-call")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def refresh_all(self, values: list[str]) -> list[LongLivedToken | Exception]:
+        """One answer (or the InstagramError, or _NotCalled) per token value, in order."""
+        if self._pool is None or len(values) == 1:
+            return [self._one(value) for value in values]
+        return list(self._pool.map(self._one, values))
+
+    def _one(self, value: str) -> LongLivedToken | Exception:
+        if self.paused.is_set():
+            return _NotCalled()
+        try:
+            fresh = _call_refresh(value)
+        except InstagramError as exc:
+            if isinstance(exc, RateLimited) or _at_stop(exc.usage):
+                self.paused.set()
+            return exc
+        if _at_stop(fresh.usage):
+            self.paused.set()
+        return fresh
+
+
+def _at_stop(usage: Usage | None) -> bool:
+    return usage is not None and usage.percent >= settings.USAGE_STOP_PERCENT
+
+
+@dataclass
+class _ChunkRun:
+    actor: Actor
+    now: datetime
+    force: bool
+    calls: _Calls
+
+    def refresh(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
+        """Refresh one chunk: lock, call, store (one transaction), then write the files."""
+        results: dict[int, RefreshResult] = {}
+        answered: list[tuple[Token, str, LongLivedToken]] = []
+        tokens: list[Token] = []
+        try:
+            with transaction.atomic():
+                tokens = self._lock(account_ids, results)
+                if tokens:
+                    answers = self.calls.refresh_all([token.value for token in tokens])
+                    self._store(tokens, answers, results, answered)
+        except (OperationalError, InterfaceError):
+            if not answered or connection.in_atomic_block:
+                raise
+            # Instagram has refreshed these tokens, but the database session ended before
+            # the new ones were stored (a killed backend, a failover). Instagram would not
+            # give them again: store them on a new session rather than refresh twice.
+            connection.close()
+            for token, old_value, fresh in answered:
+                results[token.account_id] = _store_after_lost_session(
+                    account_id=token.account_id, old_value=old_value, fresh=fresh,
+                    actor=self.actor, now=self.now)
+        # After the commit: a failed file write keeps the new token; reconcile repairs it.
+        refreshed = [a for a in account_ids if results[a].outcome == Outcome.REFRESHED]
+        token_files_write(account_ids=refreshed, actor=self.actor, now=self.now)
+        for token in tokens:
+            if results[token.account_id].outcome == Outcome.NEEDS_REAUTH:
+                token_file_dead_token_apply(account=token.account, actor=self.actor,
+                                            now=self.now)
+        for account_id in account_ids:
+            yield account_id, results[account_id]
+
+    def _lock(self, account_ids: list[int], results: dict[int, RefreshResult]) -> list[Token]:
+        """Lock the chunk's token rows and return the due ones, their values decrypted;
+        every other account gets its result (BUSY, NOT_DUE, PAUSED, or FAILED when its
+        value cannot be decrypted)."""
+        # SKIP LOCKED: a row another worker is refreshing is its business, not ours. The
+        # value is read as stored and decrypted here, so that one value no key decrypts
+        # is that account's recorded failure, not the chunk's.
+        locked = list(
+            Token.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("account")
+            .defer("value")
+            .annotate(stored_value=Cast("value", output_field=TextField()))
+            .filter(account_id__in=account_ids)
+        )
+        missing = set(account_ids) - {token.account_id for token in locked}
+        busy = set(Token.objects.filter(account_id__in=missing)
+                   .values_list("account_id", flat=True)) if missing else set()
+        for account_id in missing:
+            results[account_id] = RefreshResult(Outcome.BUSY if account_id in busy
+                                                else Outcome.NOT_DUE)
+        queued = [token.pk for token in locked if token.refresh_queued_for is not None]
+        if queued:
+            # These are the attempts the queue markers waited for (worker liveness).
+            Token.objects.filter(pk__in=queued).update(refresh_queued_for=None)
+        # Re-checked under the lock: whoever held a row before may have just refreshed it.
+        candidates = (selectors.tokens_refreshable(now=self.now) if self.force
+                      else selectors.tokens_due(now=self.now))
+        wanted = set(candidates.filter(pk__in=[token.pk for token in locked])
+                     .values_list("pk", flat=True)) if locked else set()
+        due = []
+        for token in locked:
+            token.refresh_queued_for = None
+            if token.pk not in wanted:
+                results[token.account_id] = RefreshResult(Outcome.NOT_DUE)
+            else:
+                due.append(token)
+        if not due:
+            return []
+        paused_until = selectors.refresh_paused_until(now=self.now)
+        if paused_until is not None:
+            self._defer_for_pause(due, until=paused_until, results=results)
+            return []
+        readable = []
+        for token in due:
+            try:
+                token.value = decrypt(token.stored_value)
+            except DecryptionError:
+                self._failed(token, InstagramError(
+                    "the stored token cannot be decrypted with any key in ENCRYPTION_KEYS "
+                    "(restore the key that encrypted it, or authorize the account again)"),
+                    results)
+            else:
+                readable.append(token)
+        return readable
+
+    def _store(self, tokens: list[Token], answers: list[LongLivedToken | Exception],
+               results: dict[int, RefreshResult],
+               answered: list[tuple[Token, str, LongLivedToken]]) -> None:
+        refreshed = [(token, fresh) for token, fresh in zip(tokens, answers, strict=True)
+                     if isinstance(fresh, LongLivedToken)]
+        answered.extend((token, token.value, fresh) for token, fresh in refreshed)
+        if refreshed:
+            _store_refreshed(refreshed=refreshed, actor=self.actor, now=self.now)
+            for token, _ in refreshed:
+                results[token.account_id] = RefreshResult(Outcome.REFRESHED)
+        not_called = []
+        for token, answer in zip(tokens, answers, strict=True):
+            if isinstance(answer, _NotCalled):
+                not_called.append(token)
+            elif isinstance(answer, InstagramError):
+                self._failed(token, answer, results)
+        if not_called:
+            # The pause an answer of this run asked for is recorded by now.
+            until = selectors.refresh_paused_until(now=self.now) or self.now + timedelta(
+                seconds=settings.REFRESH_RETRY_MAX_SECONDS)
+            self._defer_for_pause(not_called, until=until, results=results)
+
+    def _defer_for_pause(self, tokens: list[Token], *, until: datetime,
+                         results: dict[int, RefreshResult]) -> None:
+        """Instagram asked us to slow down: no call, no failure counted; the tokens wait
+        for the first sweep after the pause (their back-off time moves to its end)."""
+        Token.objects.filter(pk__in=[token.pk for token in tokens]).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=until)
+        ).update(next_attempt_at=until)
+        seconds = max(int((until - self.now).total_seconds()), 1)
+        for token in tokens:
+            results[token.account_id] = RefreshResult(
+                Outcome.PAUSED, retry_in=seconds,
+                message=f"Not attempted: Instagram asked to slow down until {utc_text(until)}.",
+            )
+
+    def _failed(self, token: Token, exc: InstagramError,
+                results: dict[int, RefreshResult]) -> None:
+        results[token.account_id] = _record_failure(token=token, exc=exc, actor=self.actor,
+                                                    now=self.now)
 
 
 def _sentence(exc: Exception) -> str:
@@ -203,22 +358,16 @@ def _sentence(exc: Exception) -> str:
     return text if text.endswith(".") else text + "."
 
 
-def _call_refresh(token: Token) -> LongLivedToken:
+def _call_refresh(value: str) -> LongLivedToken:
     """The refresh call. The client raises only InstagramError subclasses; anything else
     would be a bug of ours, recorded as a temporary failure (with back-off and an event)
     rather than a crashed task that leaves no trace."""
-    try:
-        value = token.value
-    except DecryptionError:
-        raise InstagramError("the stored token cannot be decrypted with any key in "
-                             "ENCRYPTION_KEYS (restore the key that encrypted it, or "
-                             "authorize the account again)") from None
     try:
         return instagram_client().refresh(access_token=value)
     except InstagramError:
         raise
     except Exception as exc:
-        logger.exception("refresh of account %s: unexpected error", token.account_id)
+        logger.exception("refresh: unexpected error")
         raise Transient(f"the registry could not read Instagram's answer "
                         f"({type(exc).__name__})") from None
 
@@ -231,21 +380,23 @@ def _store_after_lost_session(*, account_id: int, old_value: str, fresh: LongLiv
     with transaction.atomic():
         token = (
             Token.objects.select_for_update(of=("self",))
-            .select_related("account__app")
+            .select_related("account")
             .filter(account_id=account_id)
             .first()
         )
         if token is None or token.value != old_value:
             return RefreshResult(Outcome.NOT_DUE)
-        return _store_refreshed(token=token, fresh=fresh, actor=actor, now=now)
+        _store_refreshed(refreshed=[(token, fresh)], actor=actor, now=now)
+    return RefreshResult(Outcome.REFRESHED)
 
 
-def _refresh_locked(*, token: Token, actor: Actor, now: datetime,
-                    answered: list[tuple[str, LongLivedToken]]) -> RefreshResult:
+def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
+                    now: datetime) -> RefreshResult:
+    """Record a refresh Instagram (or the stored value) refused: a dead token moves the
+    account to "needs re-authorization"; a temporary failure backs off; anything else is
+    an error the next sweep retries."""
     account = token.account
-    try:
-        fresh = _call_refresh(token)
-    except TokenInvalid as exc:
+    if isinstance(exc, TokenInvalid):
         message = f"Instagram no longer accepts the token ({exc}): the owner must authorize again."
         Account.objects.filter(pk=account.pk).update(
             status=Account.Status.NEEDS_REAUTH, last_error=message
@@ -254,7 +405,7 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime,
         event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
         return RefreshResult(Outcome.NEEDS_REAUTH, message=message)
-    except (Transient, RateLimited) as exc:
+    if isinstance(exc, (Transient, RateLimited)):
         failures = token.refresh_failures + 1
         delay = retry_delay(failures=failures, error=exc)
         deferred = delay > settings.REFRESH_RETRY_MAX_SECONDS
@@ -269,38 +420,44 @@ def _refresh_locked(*, token: Token, actor: Actor, now: datetime,
                      retry_after=delay)
         return RefreshResult(Outcome.DEFERRED if deferred else Outcome.RETRY, retry_in=delay,
                              message=message)
-    except InstagramError as exc:
-        message = f"Refresh failed: {_sentence(exc)} The next sweep tries again."
-        Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
-        Account.objects.filter(pk=account.pk).update(
-            status=Account.Status.ERROR, last_error=message
-        )
-        event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
-                     message=message, actor=actor, now=now)
-        return RefreshResult(Outcome.FAILED, message=message)
-    answered.append((token.value, fresh))
-    return _store_refreshed(token=token, fresh=fresh, actor=actor, now=now)
+    message = f"Refresh failed: {_sentence(exc)} The next sweep tries again."
+    Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
+    Account.objects.filter(pk=account.pk).update(
+        status=Account.Status.ERROR, last_error=message
+    )
+    event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
+                 message=message, actor=actor, now=now)
+    return RefreshResult(Outcome.FAILED, message=message)
 
 
-def _store_refreshed(*, token: Token, fresh: LongLivedToken, actor: Actor,
-                     now: datetime) -> RefreshResult:
-    account = token.account
-    expires_at = now + timedelta(seconds=fresh.expires_in)
-    # Instagram may hand back the same string or a new one: store what came back.
-    token.value = fresh.access_token
-    token.obtained_at = now
-    token.expires_at = expires_at
-    token.last_refreshed_at = now
-    token.refresh_failures = 0
-    token.next_attempt_at = None
-    token.save()
-    Account.objects.filter(pk=account.pk).update(status=Account.Status.ACTIVE, last_error="")
-    note = ASSUMED_EXPIRY_NOTE if fresh.expiry_assumed else ""
-    event_record(account=account, action="refresh", outcome=Event.Outcome.OK,
-                 message=f"Refreshed; expires {utc_text(expires_at)}.{note}",
-                 actor=actor, now=now)
-    usage_record(usage=fresh.usage, now=now)
-    return RefreshResult(Outcome.REFRESHED)
+def _store_refreshed(*, refreshed: list[tuple[Token, LongLivedToken]], actor: Actor,
+                     now: datetime) -> None:
+    """Store what Instagram gave for these locked tokens (it may hand back the same string
+    or a new one): a few statements for all of them, however many."""
+    events = []
+    for token, fresh in refreshed:
+        token.value = fresh.access_token
+        token.obtained_at = now
+        token.expires_at = now + timedelta(seconds=fresh.expires_in)
+        token.last_refreshed_at = now
+        token.refresh_failures = 0
+        token.next_attempt_at = None
+        note = ASSUMED_EXPIRY_NOTE if fresh.expiry_assumed else ""
+        events.append(EventEntry(account=token.account, action="refresh",
+                                 outcome=Event.Outcome.OK,
+                                 message=f"Refreshed; expires {utc_text(token.expires_at)}.{note}"))
+    Token.objects.bulk_update(
+        [token for token, _ in refreshed],
+        ["value", "obtained_at", "expires_at", "last_refreshed_at", "refresh_failures",
+         "next_attempt_at", "refresh_queued_for"],
+    )
+    Account.objects.filter(pk__in=[token.account_id for token, _ in refreshed]).update(
+        status=Account.Status.ACTIVE, last_error=""
+    )
+    events_record(entries=events, actor=actor, now=now)
+    readings = [fresh.usage for _, fresh in refreshed if fresh.usage is not None]
+    if readings:
+        usage_record(usage=max(readings, key=lambda usage: usage.percent), now=now)
 
 
 def usage_record(
