@@ -12,6 +12,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,27 +93,31 @@ def token_refresh(
     return result
 
 
-# While one chunk's answers are written to the database, the next chunk's calls are in
+# While one round's answers are written to the database, another chunk's calls are in
 # flight: two chunks at a time, each on a database connection of its own.
 CHUNKS_AT_ONCE = 2
+# Tries at storing tokens Instagram refreshed after the database session was lost.
+LOST_SESSION_ATTEMPTS = 3
 
 
 def tokens_refresh_many(
     *, account_ids: list[int], actor: Actor, now: datetime, force: bool = False,
     concurrency: int | None = None,
 ) -> Iterator[tuple[int, RefreshResult]]:
-    """Refresh these accounts, yielding each account id (once) with its result, chunk by
-    chunk (REFRESH_CHUNK_SIZE accounts) in no set order.
+    """Refresh these accounts, yielding each account id (once) with its result as its
+    round finishes (in no set order).
 
-    A chunk is one transaction: its due token rows are locked together (SKIP LOCKED: a row
-    another worker holds is reported BUSY, never waited on), their refresh calls go to
-    Instagram up to `concurrency` at once (default REFRESH_CONCURRENCY) in threads that
-    never touch the database, and the answers are stored with a few statements for the
-    whole chunk. Files are written after the commit (`token_files_write`). A rate-limit
-    pause (read once per chunk, and set by any answer of this run that asks for one)
-    holds every call not yet made: those accounts are PAUSED. On PostgreSQL, two chunks
-    run at once (CHUNKS_AT_ONCE) when `concurrency` is over 1; SQLite takes one writer at
-    a time, so its chunks run one after the other (their calls still overlap)."""
+    The accounts go in chunks of REFRESH_CHUNK_SIZE, each chunk in rounds of `concurrency`
+    accounts (default REFRESH_CONCURRENCY). A round is one transaction: its due token rows
+    are locked together (SKIP LOCKED: a row another worker holds is reported BUSY, never
+    waited on), their refresh calls go to Instagram at once, in threads that never touch
+    the database, and the answers are stored with a few statements for the whole round;
+    the files are written after the commit (`token_files_write`). A rate-limit pause
+    (read once per round, and set by any answer of this run that asks for one) holds
+    every call not yet made: those accounts are PAUSED. On PostgreSQL, two chunks run at
+    once (CHUNKS_AT_ONCE) when `concurrency` is over 1, each on a connection of its own,
+    sharing the `concurrency` calls in flight; SQLite takes one writer at a time, so its
+    chunks run one after the other (the calls of a round still overlap)."""
     if concurrency is None:
         concurrency = settings.REFRESH_CONCURRENCY
     ids = list(dict.fromkeys(account_ids))
@@ -224,7 +229,17 @@ class _ChunkRun:
     calls: _Calls
 
     def refresh(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
-        """Refresh one chunk: lock, call, store (one transaction), then write the files."""
+        """Refresh one chunk, a round of as many accounts as calls may be in flight at a
+        time (`_round`)."""
+        step = self.calls.concurrency
+        for start in range(0, len(account_ids), step):
+            yield from self._round(account_ids[start:start + step])
+
+    def _round(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
+        """Lock these accounts' due rows, call Instagram for them at once, store the
+        answers (one transaction, held no longer than the slowest call), then write the
+        files. A database session lost during the calls loses at most this round's
+        answers, and those are stored again on a new session."""
         results: dict[int, RefreshResult] = {}
         answered: list[tuple[Token, str, LongLivedToken]] = []
         tokens: list[Token] = []
@@ -240,11 +255,12 @@ class _ChunkRun:
             # Instagram has refreshed these tokens, but the database session ended before
             # the new ones were stored (a killed backend, a failover). Instagram would not
             # give them again: store them on a new session rather than refresh twice.
-            connection.close()
-            for token, old_value, fresh in answered:
-                results[token.account_id] = _store_after_lost_session(
-                    account_id=token.account_id, old_value=old_value, fresh=fresh,
-                    actor=self.actor, now=self.now)
+            self._store_after_lost_session(answered, results)
+        for account_id in account_ids:
+            # Its failure was recorded in the transaction the lost session rolled back.
+            results.setdefault(account_id, RefreshResult(
+                Outcome.FAILED, message="The database session ended before the outcome "
+                "was stored; the next sweep tries again."))
         # After the commit: a failed file write keeps the new token; reconcile repairs it.
         refreshed = [a for a in account_ids if results[a].outcome == Outcome.REFRESHED]
         token_files_write(account_ids=refreshed, actor=self.actor, now=self.now)
@@ -254,6 +270,34 @@ class _ChunkRun:
                                             now=self.now)
         for account_id in account_ids:
             yield account_id, results[account_id]
+
+    def _store_after_lost_session(
+            self, answered: list[tuple[Token, str, LongLivedToken]],
+            results: dict[int, RefreshResult]) -> None:
+        """Store the answered tokens on new sessions, each in a transaction of its own,
+        trying LOST_SESSION_ATTEMPTS times (a failover may take a moment). What still
+        cannot be stored is logged; the old token stays valid and the next sweep
+        refreshes it again."""
+        todo = list(answered)
+        for attempt in range(LOST_SESSION_ATTEMPTS):
+            connection.close()
+            left = []
+            for token, old_value, fresh in todo:
+                try:
+                    results[token.account_id] = _store_after_lost_session(
+                        account_id=token.account_id, old_value=old_value, fresh=fresh,
+                        actor=self.actor, now=self.now)
+                except (OperationalError, InterfaceError):
+                    left.append((token, old_value, fresh))
+                    connection.close()
+            todo = left
+            if not todo:
+                return
+            time.sleep(0.5 * 2 ** attempt)
+        logger.error("refresh: %s refreshed token(s) could not be stored (accounts %s): the "
+                     "database is unreachable; the next sweep refreshes them again",
+                     len(todo), [token.account_id for token, _, _ in todo])
+        raise OperationalError("the database session ended and did not come back")
 
     def _lock(self, account_ids: list[int], results: dict[int, RefreshResult]) -> list[Token]:
         """Lock the chunk's token rows and return the due ones, their values decrypted;
