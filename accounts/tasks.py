@@ -90,21 +90,24 @@ def refresh_sweep() -> dict[str, int]:
     if plan.throttled_until:
         logger.warning("sweep paused: Instagram asked us to slow down until %s",
                        plan.throttled_until.isoformat())
-    countdowns = [position * plan.spacing_seconds for position in range(len(plan.refresh_ids))]
-    # Marked before they are enqueued: a worker may take a task the moment it is sent.
-    services.refresh_mark_queued(
-        account_ids=plan.refresh_ids,
-        starts_at=[now + timedelta(seconds=seconds) for seconds in countdowns],
-    )
+    refreshes = 0
     try:
-        if plan.spacing_seconds:
-            # Instagram asked us to slow down: one task per account, spaced out.
-            for account_id, countdown in zip(plan.refresh_ids, countdowns, strict=True):
-                refresh_account.apply_async((account_id,), countdown=countdown or None)
-        else:
-            size = settings.REFRESH_CHUNK_SIZE
-            for start in range(0, len(plan.refresh_ids), size):
-                refresh_accounts.apply_async((plan.refresh_ids[start:start + size],))
+        # Page by page (memory stays flat); each page marked before it is enqueued: a
+        # worker may take a task the moment it is sent.
+        for page in plan.refresh_pages(settings.REFRESH_CHUNK_SIZE):
+            if plan.spacing_seconds:
+                # Instagram asked us to slow down: one task per account, spaced out.
+                countdowns = [(refreshes + i) * plan.spacing_seconds for i in range(len(page))]
+                services.refresh_mark_queued(
+                    account_ids=page,
+                    starts_at=[now + timedelta(seconds=seconds) for seconds in countdowns],
+                )
+                for account_id, countdown in zip(page, countdowns, strict=True):
+                    refresh_account.apply_async((account_id,), countdown=countdown or None)
+            else:
+                services.refresh_mark_queued(account_ids=page, starts_at=[now] * len(page))
+                refresh_accounts.apply_async((page,))
+            refreshes += len(page)
         for account_id in plan.swap_ids:
             swap_pending_token.apply_async((account_id,))
     except OperationalError:
@@ -112,11 +115,10 @@ def refresh_sweep() -> dict[str, int]:
         # but nobody is refreshing anything until the broker is back.
         logger.exception("sweep could not enqueue refreshes: the broker is unreachable")
         raise
-    enqueued = len(plan.refresh_ids) + len(plan.swap_ids)
-    services.sweep_record_success(enqueued=enqueued, now=now)
+    services.sweep_record_success(enqueued=refreshes + len(plan.swap_ids), now=now)
     logger.info("sweep enqueued %s refreshes and %s swaps, flagged %s",
-                len(plan.refresh_ids), len(plan.swap_ids), plan.flagged)
-    return {"refresh": len(plan.refresh_ids), "swap": len(plan.swap_ids), "flagged": plan.flagged}
+                refreshes, len(plan.swap_ids), plan.flagged)
+    return {"refresh": refreshes, "swap": len(plan.swap_ids), "flagged": plan.flagged}
 
 
 @shared_task

@@ -27,8 +27,8 @@ peak memory of a sweep (`accounts.tasks.refresh_sweep` run in a process of its o
 selection, the queue markers, the chunks sent to the real broker, then purged) with 1%,
 10% and 100% of the accounts due.
 
-`--profile FILE`: the cron path once more (at most 500 accounts, concurrency 1 so every
-refresh runs in the main thread, the fake's latency 0) under cProfile with a CPU clock;
+`--profile FILE`: the cron path once more (at most 500 accounts, every refresh call made
+in the main thread, the fake's latency 0) under cProfile with a CPU clock;
 the top entries go to FILE.
 
 What runs: PostgreSQL (a database of its own, `--database`, created and dropped here;
@@ -234,7 +234,9 @@ def sweep_memory() -> int:
 
 
 def profile_cron(out: str) -> int:
-    """refresh_tokens --concurrency 1 under cProfile with a CPU clock; stats to OUT."""
+    """refresh_tokens under cProfile with a CPU clock; stats to OUT. Rounds of the default
+    REFRESH_CONCURRENCY as in production, but each round's calls made one after another
+    in the main thread (cProfile sees only that thread): the same work, all of it seen."""
     import cProfile
     import io
     import pstats
@@ -244,10 +246,15 @@ def profile_cron(out: str) -> int:
     django.setup()
     from django.core.management import call_command
 
+    from accounts.services import refresh
+
+    refresh._Calls.refresh_all = lambda self, values: [self._one(v) for v in values]
+    refresh._in_threads = lambda run, chunks, workers: (
+        item for chunk in chunks for item in run.refresh(chunk))
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     with open(os.devnull, "w") as quiet:
-        call_command("refresh_tokens", concurrency=1, stdout=quiet)
+        call_command("refresh_tokens", stdout=quiet)
     profiler.disable()
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text).strip_dirs()
@@ -573,7 +580,8 @@ def profile(bench: Run, control: str) -> None:
     n = min(bench.args.accounts, 500)
     token_dir = bench.workdir / "tokens-profile"
     seed(bench, control, "prof", n, token_dir)
-    print(f"bench: profiling refresh_tokens (concurrency 1, latency 0) over {n} accounts",
+    print(f"bench: profiling refresh_tokens (calls in the main thread, latency 0) over {n} "
+          f"accounts",
           flush=True)
     requests.post(f"{control}/settings", json={"latency": 0}, timeout=10)
     try:
@@ -583,8 +591,9 @@ def profile(bench: Run, control: str) -> None:
         code, _cpu, _rss = bench.wait_rusage(proc, bench.args.time_limit)
         if code != 0:
             raise RuntimeError((bench.workdir / "profile.log").read_text()[-2000:])
-        header = (f"cProfile (CPU clock) of `manage.py refresh_tokens --concurrency 1` over {n} "
-                  f"due accounts, fake latency 0; written by bench/refresh.py --profile.\n\n")
+        header = (f"cProfile (CPU clock) of `manage.py refresh_tokens` over {n} due accounts "
+                  f"(rounds of REFRESH_CONCURRENCY, their calls one after another in the main "
+                  f"thread), fake latency 0; written by bench/refresh.py --profile.\n\n")
         bench.args.profile.write_text(header + out.read_text())
     finally:
         requests.post(f"{control}/settings", json={"latency": bench.args.latency}, timeout=10)

@@ -306,8 +306,8 @@ REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
 # Refreshes in flight at once per worker task and per `refresh_tokens` run: each is one
 # round trip to Instagram, so they overlap in threads (SQLite: always 1). The sweep hands
 # due accounts to workers in chunks of REFRESH_CHUNK_SIZE.
-REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=8)
-REFRESH_CHUNK_SIZE = env.int("REFRESH_CHUNK_SIZE", default=32)
+REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=32)
+REFRESH_CHUNK_SIZE = env.int("REFRESH_CHUNK_SIZE", default=64)
 if not 1 <= REFRESH_CONCURRENCY <= 64 or not 1 <= REFRESH_CHUNK_SIZE <= 500:
     raise ImproperlyConfigured("REFRESH_CONCURRENCY must be 1-64 and REFRESH_CHUNK_SIZE 1-500.")
 # Instagram's usage headers (percent of quota): above SLOWDOWN the sweep spaces its

@@ -28,7 +28,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError
-from django.db.models import QuerySet
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from accounts import services, tasks
@@ -161,8 +161,8 @@ def test_a_database_failure_after_instagram_refreshed_keeps_the_old_valid_token(
     def down(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         raise OperationalError("server closed the connection unexpectedly")
 
-    # The refreshed chunk's tokens are stored in one statement: it fails.
-    monkeypatch.setattr(QuerySet, "bulk_update", down)
+    # The refreshed round's tokens are stored together (executemany): it fails.
+    monkeypatch.setattr(CursorWrapper, "executemany", down)
     with pytest.raises(OperationalError):
         tasks.refresh_account.apply(args=(account.pk,), throw=True)
     monkeypatch.undo()

@@ -490,10 +490,10 @@ def _store_refreshed(*, refreshed: list[tuple[Token, LongLivedToken]], actor: Ac
         events.append(EventEntry(account=token.account, action="refresh",
                                  outcome=Event.Outcome.OK,
                                  message=f"Refreshed; expires {utc_text(token.expires_at)}.{note}"))
-    Token.objects.bulk_update(
+    _tokens_save(
         [token for token, _ in refreshed],
-        ["value", "obtained_at", "expires_at", "last_refreshed_at", "refresh_failures",
-         "next_attempt_at", "refresh_queued_for"],
+        ("value", "obtained_at", "expires_at", "last_refreshed_at", "refresh_failures",
+         "next_attempt_at", "refresh_queued_for"),
     )
     Account.objects.filter(pk__in=[token.account_id for token, _ in refreshed]).update(
         status=Account.Status.ACTIVE, last_error=""
@@ -502,6 +502,23 @@ def _store_refreshed(*, refreshed: list[tuple[Token, LongLivedToken]], actor: Ac
     readings = [fresh.usage for _, fresh in refreshed if fresh.usage is not None]
     if readings:
         usage_record(usage=max(readings, key=lambda usage: usage.percent), now=now)
+
+
+def _tokens_save(tokens: list[Token], field_names: tuple[str, ...]) -> None:
+    """Save these fields of these tokens: one UPDATE per row, sent together with
+    `executemany` (psycopg pipelines them). Not Django's `bulk_update`: its CASE per field
+    and row cost more CPU than the refresh call itself (bench/refresh.py --profile). Each
+    value goes through its field's own preparation (the token is encrypted here)."""
+    fields = [Token._meta.get_field(name) for name in field_names]
+    quote = connection.ops.quote_name
+    # Only the model's own table and column names go into the text; values are parameters.
+    sql = (f"UPDATE {quote(Token._meta.db_table)} SET "  # noqa: S608
+           + ", ".join(f"{quote(field.column)} = %s" for field in fields)
+           + f" WHERE {quote(Token._meta.pk.column)} = %s")
+    rows = [[field.get_db_prep_save(getattr(token, field.attname), connection)
+             for field in fields] + [token.pk] for token in tokens]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def usage_record(
@@ -521,19 +538,33 @@ def usage_record(
 
 @dataclass
 class SweepPlan:
-    """What one sweep found: accounts to refresh, pending swaps, and how far apart to
-    start the refreshes (seconds)."""
+    """What one sweep found: pending swaps, whether to refresh now (`due_at`: None during
+    a rate-limit pause) and how far apart to start the refreshes (seconds). The due
+    accounts themselves are read page by page when handed out (`refresh_pages`)."""
 
-    refresh_ids: list[int] = field(default_factory=list)
     swap_ids: list[int] = field(default_factory=list)
     spacing_seconds: int = 0
     throttled_until: datetime | None = None
     flagged: int = 0
+    due_at: datetime | None = None
+
+    def refresh_pages(self, size: int) -> Iterator[list[int]]:
+        """The due account ids, `size` at a time, soonest expiry first; memory stays flat
+        however many are due (`selectors.tokens_due_pages`)."""
+        if self.due_at is None:
+            return iter(())
+        return selectors.tokens_due_pages(now=self.due_at, size=size)
+
+    @property
+    def refresh_ids(self) -> list[int]:
+        """All the due account ids at once (for a small sweep, and for tests)."""
+        return [account_id for page in self.refresh_pages(500) for account_id in page]
 
 
 def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
-    """Flag what can no longer be refreshed and list what is due, in one indexed query
-    each. Enqueuing is the caller's (the task's); `sweep_record_success` closes the run."""
+    """Flag what can no longer be refreshed and plan the refreshes of what is due (read
+    later, page by page, from the expires_at index). Enqueuing is the caller's (the
+    task's); `sweep_record_success` closes the run."""
     SweepState.objects.update_or_create(pk=1, defaults={"last_started_at": now})
     plan = pending_sweep(actor=actor, now=now)
     plan.flagged += tokens_flag_expired(actor=actor, now=now)
@@ -541,17 +572,19 @@ def refresh_sweep(*, actor: Actor, now: datetime) -> SweepPlan:
     if paused_until is not None:
         plan.throttled_until = paused_until
         return plan
-    plan.refresh_ids = list(selectors.tokens_due(now=now).values_list("account_id", flat=True))
+    plan.due_at = now
     usage = selectors.usage_percent(now=now)
-    if usage >= settings.USAGE_SLOWDOWN_PERCENT and plan.refresh_ids:
-        # The last delayed task must still start well inside Redis' visibility timeout,
-        # or Redis would hand it out a second time.
-        visibility = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get(
-            "visibility_timeout", 3600
-        )
-        plan.spacing_seconds = min(
-            settings.USAGE_SLOWDOWN_SPACING_SECONDS, (visibility // 2) // len(plan.refresh_ids)
-        )
+    if usage >= settings.USAGE_SLOWDOWN_PERCENT:
+        due = selectors.tokens_due(now=now).count()
+        if due:
+            # The last delayed task must still start well inside Redis' visibility
+            # timeout, or Redis would hand it out a second time.
+            visibility = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get(
+                "visibility_timeout", 3600
+            )
+            plan.spacing_seconds = min(
+                settings.USAGE_SLOWDOWN_SPACING_SECONDS, (visibility // 2) // due
+            )
     return plan
 
 

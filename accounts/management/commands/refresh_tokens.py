@@ -11,6 +11,9 @@ from accounts.models import Account
 from accounts.services import Actor, Outcome
 from accounts.timeutil import utc_text
 
+# Results printed (and their accounts read) this many at a time.
+REPORT_BATCH = 64
+
 
 class Command(BaseCommand):
     help = (
@@ -60,9 +63,9 @@ class Command(BaseCommand):
             state = selectors.sweep_state()
             throttled_until = state.throttled_until if (
                 state.throttled_until and state.throttled_until > now) else None
-        for account_id in swap_ids:
-            result = services.pending_swap(account_id=account_id, actor=actor, now=now)
-            failures += self._report(account_id, "swap", result)
+        failures += self._report_many(
+            [(account_id, services.pending_swap(account_id=account_id, actor=actor, now=now))
+             for account_id in swap_ids], "swap")
         ids = list(candidates.values_list("account_id", flat=True))
         deferred = 0
         if throttled_until:
@@ -71,13 +74,18 @@ class Command(BaseCommand):
                               f"{utc_text(throttled_until)}; {deferred} due "
                               f"refresh(es) not attempted.")
             ids = []
-        for account_id, result in services.tokens_refresh_many(
+        batch: list[tuple[int, services.RefreshResult]] = []
+        for item in services.tokens_refresh_many(
                 account_ids=ids, actor=actor, now=now, force=options["force"],
                 concurrency=options["concurrency"]):
-            if result.outcome == Outcome.PAUSED:
+            if item[1].outcome == Outcome.PAUSED:
                 # Instagram rate-limited an earlier refresh of this run: stop calling it.
                 deferred += 1
-            failures += self._report(account_id, "refresh", result)
+            batch.append(item)
+            if len(batch) == REPORT_BATCH:
+                failures += self._report_many(batch, "refresh")
+                batch = []
+        failures += self._report_many(batch, "refresh")
         if chosen is None:
             services.sweep_record_success(enqueued=len(ids) + len(swap_ids), now=now)
         problems = []
@@ -101,9 +109,17 @@ class Command(BaseCommand):
                 raise CommandError(f"No single account with id or label {key!r}.")
         return ids
 
-    def _report(self, account_id: int, what: str, result: services.RefreshResult) -> int:
+    def _report_many(self, results: list[tuple[int, services.RefreshResult]],
+                     what: str) -> int:
+        """Print one line per account (one query for them all); return how many count as
+        failures (exit status 1)."""
+        accounts = Account.objects.only("label", "file_error").in_bulk(
+            [account_id for account_id, _ in results])
+        return sum(self._report(accounts[account_id], what, result)
+                   for account_id, result in results if account_id in accounts)
+
+    def _report(self, account: Account, what: str, result: services.RefreshResult) -> int:
         """Print one line; return 1 if it counts as a failure (exit status 1)."""
-        account = Account.objects.get(pk=account_id)
         line = f"{account.label}: " + (f"{what} " if what != "refresh" else "") + result.outcome
         failed = result.outcome not in (
             Outcome.REFRESHED, Outcome.NOT_DUE, Outcome.BUSY, Outcome.PAUSED
