@@ -9,10 +9,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import selectors
+from accounts import selectors, services
 from accounts.models import Account, InstagramApp, Token
+from accounts.services import Actor, Outcome
+from tests.conftest import active_account
 
 ACCOUNTS = 2000
 
@@ -46,7 +49,54 @@ def test_due_selection_uses_the_expires_at_index(postgres) -> None:  # noqa: ANN
         cursor.execute("SET LOCAL enable_seqscan = off")
     plan = due.explain()
     assert "token_expires_at_idx" in plan, plan
+    # The accounts' status is read per due token through their primary key, never by
+    # scanning (or hashing) every account.
+    assert "accounts_account_pkey" in plan and "Hash" not in plan, plan
     index_line = next(line for line in plan.splitlines() if "token_expires_at_idx" in line)
     condition = plan.splitlines()[plan.splitlines().index(index_line) + 1]
     assert "Index Cond" in condition and "expires_at" in condition, plan
     assert len(list(due)) == ACCOUNTS // 100
+
+
+# --- the refresh: queries per round, not per token -------------------------------------
+
+
+def exported_accounts(fake, app, n: int, prefix: str) -> list[int]:  # noqa: ANN001
+    return [active_account(fake, app, f"{prefix} {i}", exported=True).pk for i in range(n)]
+
+
+def refresh_queries(ids: list[int], *, concurrency: int) -> tuple[int, set[str]]:
+    with CaptureQueriesContext(connection) as queries:
+        results = dict(services.tokens_refresh_many(
+            account_ids=ids, actor=Actor(job="test"), now=timezone.now(),
+            concurrency=concurrency))
+    assert set(results.values()) == {services.RefreshResult(Outcome.REFRESHED)}
+    return len(queries), {q["sql"].split()[0] for q in queries}
+
+
+def test_a_round_costs_the_same_queries_for_2_accounts_or_12(fake, login_app, settings):
+    settings.REFRESH_CHUNK_SIZE = 64
+    few = refresh_queries(exported_accounts(fake, login_app, 2, "Few"), concurrency=16)
+    many = refresh_queries(exported_accounts(fake, login_app, 12, "Many"), concurrency=16)
+    assert many[0] == few[0], (few, many)
+    assert few[0] <= 16  # lock, re-check, pause, store, events, usage, files: per round
+    # Rounds of the concurrency: 12 accounts 4 at a time cost three rounds' queries.
+    rounds = refresh_queries(exported_accounts(fake, login_app, 12, "Rounds"), concurrency=4)
+    assert rounds[0] == 3 * few[0], (few, rounds)
+
+
+def test_the_sweep_reads_the_due_accounts_page_by_page(login_app, settings):
+    now = timezone.now()
+    for i in range(12):
+        account = Account.objects.create(app=login_app, label=f"Page {i}", status="active")
+        Token.objects.create(account=account, value=f"IGAA{i:040d}", kind="long",
+                             obtained_at=now - timedelta(days=50),
+                             expires_at=now + timedelta(days=10, minutes=i))
+    plan = services.refresh_sweep(actor=Actor(job="test"), now=now)
+    with CaptureQueriesContext(connection) as queries:
+        pages = list(plan.refresh_pages(5))
+    assert [len(page) for page in pages] == [5, 5, 2]
+    assert len(queries) == 3 and all("LIMIT 5" in q["sql"] for q in queries)
+    # Soonest expiry first, each account once.
+    ids = [i for page in pages for i in page]
+    assert ids == sorted(ids) and len(set(ids)) == 12

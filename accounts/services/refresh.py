@@ -95,7 +95,7 @@ def token_refresh(
 
 # While one round's answers are written to the database, another chunk's calls are in
 # flight: two chunks at a time, each on a database connection of its own.
-CHUNKS_AT_ONCE = 2
+CHUNKS_AT_ONCE = 4
 # Tries at storing tokens Instagram refreshed after the database session was lost.
 LOST_SESSION_ATTEMPTS = 3
 
