@@ -731,3 +731,41 @@ def test_refresh_returns_what_came_back(fake: FakeInstagram, client: InstagramCl
     assert LONG_LIFETIME - 5 <= refreshed.expires_in <= LONG_LIFETIME
     # Whatever came back is usable.
     assert client.me(access_token=refreshed.access_token).username == USERNAME
+
+
+# --- the environment: proxies, read once per host -------------------------------------
+
+
+@pytest.fixture
+def environment(monkeypatch):  # noqa: ANN001
+    """A clean proxy environment, read afresh by the transport (it caches per host)."""
+    from accounts.instagram.transport import environment_for
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    environment_for.cache_clear()
+    yield monkeypatch
+    environment_for.cache_clear()
+
+
+def test_calls_go_through_the_proxy_the_environment_names(fake, environment):  # noqa: ANN001
+    # Instagram behind a proxy, as on a locked-down server: the fake plays the proxy (it
+    # takes the absolute URL of a proxied request), the host itself does not resolve.
+    environment.setenv("HTTP_PROXY", fake.url)
+    client_id, secret = SECRETS["instagram_login"]
+    fake.add_app(client_id, secret, [CALLBACK_URI])
+    token = fake.mint_token(client_id=client_id, username="behind_proxy", age=timedelta(days=2))
+    client = InstagramClient(api_url="http://graph.instagram.invalid",
+                             www_url="http://graph.instagram.invalid",
+                             graph_url="http://graph.instagram.invalid", read_timeout=2)
+    assert client.refresh(access_token=token).access_token
+    assert len(fake.calls("/refresh_access_token")) == 1
+    # NO_PROXY names the host: the call goes direct, and the host does not resolve.
+    from accounts.instagram.transport import environment_for
+
+    environment.setenv("NO_PROXY", "graph.instagram.invalid")
+    environment_for.cache_clear()
+    with pytest.raises(Transient, match="Could not reach Instagram"):
+        client.refresh(access_token=token)
+    assert len(fake.calls("/refresh_access_token")) == 1
