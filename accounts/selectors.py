@@ -155,22 +155,18 @@ def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
 
 
 def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:
-    """The account ids of `tokens_due`, `size` at a time, soonest expiry first. Each page
-    is one query that reads the expires_at index on from where the last page ended
-    (keyset: expires_at, then id), so memory stays flat however many are due, and a token
-    refreshed meanwhile (no longer due) is simply not seen again."""
-    after: tuple[datetime, int] | None = None
-    while True:
-        page = tokens_due(now=now).order_by("expires_at", "pk")
-        if after is not None:
-            page = page.filter(Q(expires_at__gt=after[0]) | Q(expires_at=after[0],
-                                                            pk__gt=after[1]))
-        rows = list(page.values_list("expires_at", "pk", "account_id")[:size])
-        if rows:
-            yield [account_id for _, _, account_id in rows]
-        if len(rows) < size:
-            return
-        after = rows[-1][:2]
+    """The account ids of `tokens_due`, `size` at a time, soonest expiry first: one query
+    read through the expires_at index and fetched `size` rows at a time (a server-side
+    cursor on PostgreSQL), so memory stays flat however many are due."""
+    page: list[int] = []
+    for account_id in tokens_due(now=now).values_list("account_id", flat=True).iterator(
+            chunk_size=size):
+        page.append(account_id)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def tokens_due(*, now: datetime) -> QuerySet[Token]:

@@ -610,7 +610,9 @@ def at_scale(bench: Run, broker) -> dict:  # noqa: ANN001
     total = bench.args.scale
     print(f"bench: {total} accounts for the due selection and the sweep", flush=True)
     Account.objects.all().delete()
-    app = InstagramApp.objects.get(app_id=CLIENT_ID)
+    app, _ = InstagramApp.objects.get_or_create(
+        app_id=CLIENT_ID, defaults={"name": "Bench", "flavour": "instagram_login",
+                                    "app_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI})
     now = timezone.now()
     due_every = 100  # 1% due; the rest refreshed within the last 10 days
     for start in range(0, total, 10_000):

@@ -9,7 +9,8 @@ What runs, all on this machine:
   Django's test database machinery; DATABASE_URL only says where the server is);
 - Redis (REDIS_URL): the broker. The script removes Celery's keys there before and after;
   give it a database number nobody else uses;
-- `celery -A igregistry worker` processes (prefork pool), as the compose file runs them;
+- `celery -A igregistry worker` processes (prefork pool), as the compose file runs them,
+  each refreshing its chunks (16 accounts) in rounds of 8 calls at once;
 - the project's fake Instagram in a thread of this process, over real HTTP, in its seeded
   chaos mode: about `--fault-rate` of the refresh calls time out, are reset, answer 5xx,
   are rate-limited (a short pause), answer a malformed body (garbage, cut JSON, a token
@@ -81,6 +82,7 @@ CLIENT_ID, CLIENT_SECRET = "1000000000000001", "soak-app-secret-0123456789"
 # The client's timeouts in the run, and the fake's faults measured against them.
 READ_TIMEOUT, DEADLINE = 1.0, 2.0
 VISIBILITY_TIMEOUT = 8
+ROUND = 8  # REFRESH_CONCURRENCY of the workers
 KOMBU_KEYS = ("celery", "unacked", "unacked_index", "unacked_mutex")
 # Database errors a task may raise when the soak ends its PostgreSQL session under it.
 DB_GONE = {"OperationalError", "InterfaceError"}
@@ -343,6 +345,9 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> int:  # noqa: C901 (one s
         "VAR_DIR": str(workdir / "var"), "LOG_LEVEL": "WARNING",
         "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
         "REFRESH_RETRY_BASE_SECONDS": "1", "REFRESH_RETRY_MAX_SECONDS": "4",
+        # Rounds of several calls, as in production; a chunk's rounds (each at most the
+        # deadline) stay inside the visibility timeout.
+        "TEST_REFRESH_CONCURRENCY": str(ROUND), "REFRESH_CHUNK_SIZE": str(2 * ROUND),
     })
 
     import django

@@ -303,9 +303,9 @@ RECONCILE_MINUTES = env.float("RECONCILE_MINUTES", default=15)
 REFRESH_RETRY_BASE_SECONDS = env.int("REFRESH_RETRY_BASE_SECONDS", default=30)
 REFRESH_RETRY_MAX_SECONDS = env.int("REFRESH_RETRY_MAX_SECONDS", default=900)
 REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=5)
-# Refreshes in flight at once per worker task and per `refresh_tokens` run: each is one
-# round trip to Instagram, so they overlap in threads (SQLite: always 1). The sweep hands
-# due accounts to workers in chunks of REFRESH_CHUNK_SIZE.
+# Refresh calls in flight at once per worker process and per `refresh_tokens` run, in
+# threads that never touch the database; a round of that many accounts is one
+# transaction. The sweep hands due accounts to workers in chunks of REFRESH_CHUNK_SIZE.
 REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=32)
 REFRESH_CHUNK_SIZE = env.int("REFRESH_CHUNK_SIZE", default=64)
 if not 1 <= REFRESH_CONCURRENCY <= 64 or not 1 <= REFRESH_CHUNK_SIZE <= 500:

@@ -26,4 +26,5 @@ STORAGES = {
 }
 # Most tests run inside a transaction that other connections cannot see: refreshes run in
 # the test's own thread. The tests of concurrency set it themselves (transactional_db).
-REFRESH_CONCURRENCY = 1
+# (The soak sets TEST_REFRESH_CONCURRENCY for its workers: rounds of several calls.)
+REFRESH_CONCURRENCY = int(os.environ.get("TEST_REFRESH_CONCURRENCY", 1))

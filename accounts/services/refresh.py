@@ -94,7 +94,7 @@ def token_refresh(
 
 
 # While one round's answers are written to the database, another chunk's calls are in
-# flight: two chunks at a time, each on a database connection of its own.
+# flight: up to four chunks at a time, each on a database connection of its own.
 CHUNKS_AT_ONCE = 4
 # Tries at storing tokens Instagram refreshed after the database session was lost.
 LOST_SESSION_ATTEMPTS = 3
@@ -114,7 +114,7 @@ def tokens_refresh_many(
     the database, and the answers are stored with a few statements for the whole round;
     the files are written after the commit (`token_files_write`). A rate-limit pause
     (read once per round, and set by any answer of this run that asks for one) holds
-    every call not yet made: those accounts are PAUSED. On PostgreSQL, two chunks run at
+    every call not yet made: those accounts are PAUSED. On PostgreSQL, four chunks run at
     once (CHUNKS_AT_ONCE) when `concurrency` is over 1, each on a connection of its own,
     sharing the `concurrency` calls in flight; SQLite takes one writer at a time, so its
     chunks run one after the other (the calls of a round still overlap)."""
@@ -149,12 +149,15 @@ def _in_threads(run: _ChunkRun, chunks: list[list[int]],
                     chunk = todo.get_nowait()
                 except queue.Empty:
                     return
+                finished: list[tuple[int, RefreshResult]] = []
                 try:
-                    done.put(list(run.refresh(chunk)))
+                    finished.extend(run.refresh(chunk))
                 except Exception as exc:  # the others go on; the caller reports it
                     logger.exception("refresh of accounts %s failed", chunk)
                     failed = RefreshResult(Outcome.FAILED, message=type(exc).__name__)
-                    done.put([(account_id, failed) for account_id in chunk])
+                    seen = {account_id for account_id, _ in finished}
+                    finished += [(a, failed) for a in chunk if a not in seen]
+                done.put(finished)
         finally:
             connection.close()
             done.put(None)
