@@ -80,6 +80,10 @@ def _retry_or_return(task, account_id: int, result: services.RefreshResult) -> s
     return result.outcome
 
 
+# The sweep reads (and marks) this many chunks of due accounts at a time.
+SWEEP_PAGE_CHUNKS = 16
+
+
 @shared_task
 def refresh_sweep() -> dict[str, int]:
     """Flag expired tokens and enqueue the due accounts' refreshes (ids only): in chunks
@@ -92,9 +96,11 @@ def refresh_sweep() -> dict[str, int]:
                        plan.throttled_until.isoformat())
     refreshes = 0
     try:
-        # Page by page (memory stays flat); each page marked before it is enqueued: a
-        # worker may take a task the moment it is sent.
-        for page in plan.refresh_pages(settings.REFRESH_CHUNK_SIZE):
+        # Page by page (memory stays flat), each page's queue markers committed in one
+        # statement before its chunks are sent: a worker may take a task the moment it
+        # is sent, and must find the marker to clear.
+        size = settings.REFRESH_CHUNK_SIZE
+        for page in plan.refresh_pages(size * SWEEP_PAGE_CHUNKS):
             if plan.spacing_seconds:
                 # Instagram asked us to slow down: one task per account, spaced out.
                 countdowns = [(refreshes + i) * plan.spacing_seconds for i in range(len(page))]
@@ -106,7 +112,8 @@ def refresh_sweep() -> dict[str, int]:
                     refresh_account.apply_async((account_id,), countdown=countdown or None)
             else:
                 services.refresh_mark_queued(account_ids=page, starts_at=[now] * len(page))
-                refresh_accounts.apply_async((page,))
+                for start in range(0, len(page), size):
+                    refresh_accounts.apply_async((page[start:start + size],))
             refreshes += len(page)
         for account_id in plan.swap_ids:
             swap_pending_token.apply_async((account_id,))
