@@ -10,7 +10,7 @@ What runs, all on this machine:
 - Redis (REDIS_URL): the broker. The script removes Celery's keys there before and after;
   give it a database number nobody else uses;
 - `celery -A igregistry worker` processes (prefork pool), as the compose file runs them,
-  each refreshing its chunks (16 accounts) in rounds of 8 calls at once;
+  each refreshing its chunks (8 accounts) in rounds of 4 calls at once;
 - the project's fake Instagram in a thread of this process, over real HTTP, in its seeded
   chaos mode: about `--fault-rate` of the refresh calls time out, are reset, answer 5xx,
   are rate-limited (a short pause), answer a malformed body (garbage, cut JSON, a token
@@ -82,7 +82,7 @@ CLIENT_ID, CLIENT_SECRET = "1000000000000001", "soak-app-secret-0123456789"
 # The client's timeouts in the run, and the fake's faults measured against them.
 READ_TIMEOUT, DEADLINE = 1.0, 2.0
 VISIBILITY_TIMEOUT = 8
-ROUND = 8  # REFRESH_CONCURRENCY of the workers
+ROUND = 4  # REFRESH_CONCURRENCY of the workers (the fake, in this process, serves them all)
 KOMBU_KEYS = ("celery", "unacked", "unacked_index", "unacked_mutex")
 # Database errors a task may raise when the soak ends its PostgreSQL session under it.
 DB_GONE = {"OperationalError", "InterfaceError"}
