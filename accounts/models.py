@@ -190,6 +190,12 @@ class Token(models.Model):
     # its countdown, or a retry's). Cleared by the attempt: a value well in the past means
     # no worker is taking refreshes off the queue (worker liveness in /healthz).
     refresh_queued_for = models.DateTimeField(null=True, blank=True)
+    # A worker's claim on the token while it refreshes it, committed before the call:
+    # unlike a row lock, it outlives a lost database session, so no other worker refreshes
+    # the token before the first one has stored what Instagram answered. Released when the
+    # answer is stored; a claim whose worker died lapses at `refresh_claimed_until`.
+    refresh_claim = models.CharField(max_length=32, blank=True, default="")
+    refresh_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # "What expires next" is the registry's main question, and the sweep's.

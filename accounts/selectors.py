@@ -139,7 +139,8 @@ REFRESH_MIN_AGE = timedelta(hours=24)
 
 def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
     """Long-lived tokens Instagram would accept for a refresh now: at least 24 hours old,
-    not expired, of an account that is not waiting for its owner."""
+    not expired, of an account that is not waiting for its owner, and not being refreshed
+    by a worker right now (no live claim)."""
     # The account's status is read per token (a subquery on the account's primary key),
     # not through a join: PostgreSQL would hash-join every account to find the few due
     # tokens' (at 100,000 accounts, a 22 ms sequential scan; README, "Refresh benchmark").
@@ -151,7 +152,7 @@ def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
         account_status__in=[Account.Status.ACTIVE, Account.Status.ERROR],
         expires_at__gt=now,
         obtained_at__lte=now - REFRESH_MIN_AGE,
-    )
+    ).filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
 
 
 def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:

@@ -176,6 +176,48 @@ def test_a_database_failure_after_instagram_refreshed_keeps_the_old_valid_token(
                                   now=timezone.now()).outcome == Outcome.REFRESHED
 
 
+def test_a_token_another_worker_has_claimed_is_left_to_it_until_the_claim_lapses(
+        fake, login_app, token_dir):
+    # Worker A claimed the token and is waiting for Instagram (or its database session
+    # died meanwhile: the claim was committed, unlike a row lock it outlives the session).
+    account = due(fake, login_app)
+    now = timezone.now()
+    Token.objects.filter(account=account).update(
+        refresh_claim="a" * 32, refresh_claimed_until=now + timedelta(seconds=90))
+    result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=now)
+    assert result.outcome == Outcome.BUSY and fake.calls(REFRESH) == []
+    # A claim whose worker died lapses: the token is due again.
+    later = now + timedelta(seconds=91)
+    assert services.token_refresh(account_id=account.pk, actor=ACTOR,
+                                  now=later).outcome == Outcome.REFRESHED
+    token = Token.objects.get(account=account)
+    assert token.refresh_claim == "" and token.refresh_claimed_until is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_whose_database_session_died_is_stored_on_a_new_one(
+        postgres, fake, login_app, token_dir, monkeypatch):
+    account = due(fake, login_app)
+    old = account.token.value
+    real, failed = CursorWrapper.executemany, []
+
+    def once(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if not failed:
+            failed.append(True)
+            raise OperationalError("terminating connection due to administrator command")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "executemany", once)
+    result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=timezone.now())
+    assert failed and result.outcome == Outcome.REFRESHED
+    token = Token.objects.get(account=account)
+    # Instagram's one answer is what is stored: no second refresh, claim released.
+    assert len(fake.calls(REFRESH)) == 1 and token.value != old
+    assert fake.token_info(token.value)["kind"] == "long"
+    assert token.refresh_claim == "" and (token_dir / "shop").read_text() == token.value
+    assert Event.objects.filter(account=account, action="refresh", outcome="ok").count() == 1
+
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_a_file_write_failure_keeps_the_new_token_and_leaves_the_old_file_whole(
         fake, login_app, token_dir, monkeypatch, code):

@@ -1,9 +1,13 @@
-"""Keeping tokens alive: the refresh of one account and the sweep that finds the due ones.
+"""Keeping tokens alive: the refresh of many accounts at once and the sweep that finds the
+due ones.
 
-A refresh is idempotent: the token row is locked for the whole refresh and re-checked
-after locking, so a second worker, a redelivered message or a rerun of the sweep finds
-nothing to do. Temporary failures back off exponentially with jitter; a dead token moves
-the account to "needs re-authorization" and is not retried.
+A refresh is idempotent: a round of tokens is locked (SKIP LOCKED), re-checked as due and
+claimed in one committed transaction before Instagram is called, and the answers are
+stored in a second one that releases the claim. A second worker, a redelivered message or
+a rerun of the sweep finds the rows locked or claimed, or no longer due, and does nothing;
+a claim outlives a lost database session, so an answer Instagram gave is stored rather
+than asked for twice. Temporary failures back off exponentially with jitter; a dead token
+moves the account to "needs re-authorization" and is not retried.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from .. import selectors
 from ..crypto import DecryptionError, decrypt
@@ -98,6 +104,9 @@ def token_refresh(
 CHUNKS_AT_ONCE = 4
 # Tries at storing tokens Instagram refreshed after the database session was lost.
 LOST_SESSION_ATTEMPTS = 3
+# How long a round's claim on its tokens lasts: longer than any round (its calls end by
+# the deadline), short enough that a worker's death delays its tokens only a little.
+CLAIM_SECONDS = int(settings.INSTAGRAM_DEADLINE_SECONDS) * 2 + 60
 
 
 def tokens_refresh_many(
@@ -239,31 +248,16 @@ class _ChunkRun:
             yield from self._round(account_ids[start:start + step])
 
     def _round(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
-        """Lock these accounts' due rows, call Instagram for them at once, store the
-        answers (one transaction, held no longer than the slowest call), then write the
-        files. A database session lost during the calls loses at most this round's
-        answers, and those are stored again on a new session."""
+        """Claim these accounts' due tokens (one transaction, committed), call Instagram
+        for them at once, store the answers (a second transaction, tried again on a new
+        session if the first one is lost), then write the files."""
         results: dict[int, RefreshResult] = {}
-        answered: list[tuple[Token, str, LongLivedToken]] = []
-        tokens: list[Token] = []
-        try:
-            with transaction.atomic():
-                tokens = self._lock(account_ids, results)
-                if tokens:
-                    answers = self.calls.refresh_all([token.value for token in tokens])
-                    self._store(tokens, answers, results, answered)
-        except (OperationalError, InterfaceError):
-            if not answered or connection.in_atomic_block:
-                raise
-            # Instagram has refreshed these tokens, but the database session ended before
-            # the new ones were stored (a killed backend, a failover). Instagram would not
-            # give them again: store them on a new session rather than refresh twice.
-            self._store_after_lost_session(answered, results)
-        for account_id in account_ids:
-            # Its failure was recorded in the transaction the lost session rolled back.
-            results.setdefault(account_id, RefreshResult(
-                Outcome.FAILED, message="The database session ended before the outcome "
-                "was stored; the next sweep tries again."))
+        claim = uuid.uuid4().hex
+        with transaction.atomic():
+            tokens = self._claim(account_ids, claim, results)
+        if tokens:
+            answers = self.calls.refresh_all([token.value for token in tokens])
+            self._store_claimed(tokens, answers, claim, results)
         # After the commit: a failed file write keeps the new token; reconcile repairs it.
         refreshed = [a for a in account_ids if results[a].outcome == Outcome.REFRESHED]
         token_files_write(account_ids=refreshed, actor=self.actor, now=self.now)
@@ -274,38 +268,61 @@ class _ChunkRun:
         for account_id in account_ids:
             yield account_id, results[account_id]
 
-    def _store_after_lost_session(
-            self, answered: list[tuple[Token, str, LongLivedToken]],
-            results: dict[int, RefreshResult]) -> None:
-        """Store the answered tokens on new sessions, each in a transaction of its own,
-        trying LOST_SESSION_ATTEMPTS times (a failover may take a moment). What still
-        cannot be stored is logged; the old token stays valid and the next sweep
-        refreshes it again."""
-        todo = list(answered)
+    def _store_claimed(self, tokens: list[Token], answers: list[LongLivedToken | Exception],
+                       claim: str, results: dict[int, RefreshResult]) -> None:
+        """Store the answers for the tokens this round still holds the claim on, and
+        release the claim. Instagram would not give the answers again, so a database
+        session lost meanwhile (a killed backend, a failover) does not lose them: the
+        claim keeps every other worker off these tokens, and the store is tried again on
+        a new session, LOST_SESSION_ATTEMPTS times. Anything else that goes wrong releases
+        the claim (the tokens are then due again) and is raised."""
         for attempt in range(LOST_SESSION_ATTEMPTS):
-            connection.close()
-            left = []
-            for token, old_value, fresh in todo:
-                try:
-                    results[token.account_id] = _store_after_lost_session(
-                        account_id=token.account_id, old_value=old_value, fresh=fresh,
-                        actor=self.actor, now=self.now)
-                except (OperationalError, InterfaceError):
-                    left.append((token, old_value, fresh))
-                    connection.close()
-            todo = left
-            if not todo:
+            try:
+                with transaction.atomic():
+                    held = set(Token.objects.select_for_update(of=("self",)).filter(
+                        pk__in=[token.pk for token in tokens], refresh_claim=claim,
+                    ).values_list("pk", flat=True))
+                    mine = [(t, a) for t, a in zip(tokens, answers, strict=True) if t.pk in held]
+                    self._store([t for t, _ in mine], [a for _, a in mine], results)
+                    Token.objects.filter(pk__in=held).update(refresh_claim="",
+                                                             refresh_claimed_until=None)
+                for token in tokens:
+                    if token.pk not in held:
+                        # The claim lapsed (this round outlived it) and another worker took
+                        # the token: its refresh is the one stored.
+                        results[token.account_id] = RefreshResult(Outcome.BUSY)
                 return
-            time.sleep(0.5 * 2 ** attempt)
+            except (OperationalError, InterfaceError):
+                if connection.in_atomic_block:
+                    self._release(tokens, claim)
+                    raise
+                connection.close()
+                time.sleep(0.5 * 2 ** attempt)
+            except BaseException:
+                self._release(tokens, claim)
+                raise
         logger.error("refresh: %s refreshed token(s) could not be stored (accounts %s): the "
-                     "database is unreachable; the next sweep refreshes them again",
-                     len(todo), [token.account_id for token, _, _ in todo])
-        raise OperationalError("the database session ended and did not come back")
+                     "database is unreachable; their claims lapse and the next sweep "
+                     "refreshes them again", len(tokens), [t.account_id for t in tokens])
+        for token in tokens:
+            results[token.account_id] = RefreshResult(
+                Outcome.FAILED, message="The database was unreachable when Instagram's "
+                "answer came; the next sweep tries again.")
 
-    def _lock(self, account_ids: list[int], results: dict[int, RefreshResult]) -> list[Token]:
-        """Lock the chunk's token rows and return the due ones, their values decrypted;
-        every other account gets its result (BUSY, NOT_DUE, PAUSED, or FAILED when its
-        value cannot be decrypted)."""
+    def _release(self, tokens: list[Token], claim: str) -> None:
+        """Best effort: give up this round's claim (the database may be gone too)."""
+        try:
+            with transaction.atomic():
+                Token.objects.filter(pk__in=[t.pk for t in tokens], refresh_claim=claim).update(
+                    refresh_claim="", refresh_claimed_until=None)
+        except (OperationalError, InterfaceError):
+            logger.warning("refresh: could not release a claim; it lapses by itself")
+
+    def _claim(self, account_ids: list[int], claim: str,
+               results: dict[int, RefreshResult]) -> list[Token]:
+        """Lock the round's token rows, claim the due ones (until CLAIM_SECONDS from now)
+        and return them, their values decrypted; every other account gets its result
+        (BUSY, NOT_DUE, PAUSED, or FAILED when its value cannot be decrypted)."""
         # SKIP LOCKED: a row another worker is refreshing is its business, not ours. The
         # value is read as stored and decrypted here, so that one value no key decrypts
         # is that account's recorded failure, not the chunk's.
@@ -334,10 +351,12 @@ class _ChunkRun:
         due = []
         for token in locked:
             token.refresh_queued_for = None
-            if token.pk not in wanted:
-                results[token.account_id] = RefreshResult(Outcome.NOT_DUE)
-            else:
+            if token.pk in wanted:
                 due.append(token)
+            elif token.refresh_claimed_until and token.refresh_claimed_until > self.now:
+                results[token.account_id] = RefreshResult(Outcome.BUSY)  # another's claim
+            else:
+                results[token.account_id] = RefreshResult(Outcome.NOT_DUE)
         if not due:
             return []
         paused_until = selectors.refresh_paused_until(now=self.now)
@@ -355,14 +374,16 @@ class _ChunkRun:
                     results)
             else:
                 readable.append(token)
+        if readable:
+            Token.objects.filter(pk__in=[token.pk for token in readable]).update(
+                refresh_claim=claim,
+                refresh_claimed_until=timezone.now() + timedelta(seconds=CLAIM_SECONDS))
         return readable
 
     def _store(self, tokens: list[Token], answers: list[LongLivedToken | Exception],
-               results: dict[int, RefreshResult],
-               answered: list[tuple[Token, str, LongLivedToken]]) -> None:
+               results: dict[int, RefreshResult]) -> None:
         refreshed = [(token, fresh) for token, fresh in zip(tokens, answers, strict=True)
                      if isinstance(fresh, LongLivedToken)]
-        answered.extend((token, token.value, fresh) for token, fresh in refreshed)
         if refreshed:
             _store_refreshed(refreshed=refreshed, actor=self.actor, now=self.now)
             for token, _ in refreshed:
@@ -417,24 +438,6 @@ def _call_refresh(value: str) -> LongLivedToken:
         logger.exception("refresh: unexpected error")
         raise Transient(f"the registry could not read Instagram's answer "
                         f"({type(exc).__name__})") from None
-
-
-def _store_after_lost_session(*, account_id: int, old_value: str, fresh: LongLivedToken,
-                              actor: Actor, now: datetime) -> RefreshResult:
-    """Store a refreshed token whose first session died before the commit, if the row
-    still holds the token that was refreshed (or the commit did happen after all, or
-    another worker stored a newer one since: then there is nothing to do)."""
-    with transaction.atomic():
-        token = (
-            Token.objects.select_for_update(of=("self",))
-            .select_related("account")
-            .filter(account_id=account_id)
-            .first()
-        )
-        if token is None or token.value != old_value:
-            return RefreshResult(Outcome.NOT_DUE)
-        _store_refreshed(refreshed=[(token, fresh)], actor=actor, now=now)
-    return RefreshResult(Outcome.REFRESHED)
 
 
 def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
