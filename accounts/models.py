@@ -194,7 +194,7 @@ class Token(models.Model):
     # unlike a row lock, it outlives a lost database session, so no other worker refreshes
     # the token before the first one has stored what Instagram answered. Released when the
     # answer is stored; a claim whose worker died lapses at `refresh_claimed_until`.
-    refresh_claim = models.CharField(max_length=32, blank=True, default="")
+    refresh_claim = models.CharField(max_length=64, blank=True, default="")
     refresh_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:

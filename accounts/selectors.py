@@ -137,10 +137,11 @@ def token_files_orphaned() -> QuerySet[TokenFile]:
 REFRESH_MIN_AGE = timedelta(hours=24)
 
 
-def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
+def tokens_refreshable(*, now: datetime, claim: str = "") -> QuerySet[Token]:
     """Long-lived tokens Instagram would accept for a refresh now: at least 24 hours old,
     not expired, of an account that is not waiting for its owner, and not being refreshed
-    by a worker right now (no live claim)."""
+    by a worker right now (no live claim, unless it is `claim`: the same task, delivered
+    again after its worker died)."""
     # The account's status is read per token (a subquery on the account's primary key),
     # not through a join: PostgreSQL would hash-join every account to find the few due
     # tokens' (at 100,000 accounts, a 22 ms sequential scan; README, "Refresh benchmark").
@@ -152,7 +153,8 @@ def tokens_refreshable(*, now: datetime) -> QuerySet[Token]:
         account_status__in=[Account.Status.ACTIVE, Account.Status.ERROR],
         expires_at__gt=now,
         obtained_at__lte=now - REFRESH_MIN_AGE,
-    ).filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
+    ).filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now)
+             | (Q(refresh_claim=claim) if claim else Q(pk__in=[])))
 
 
 def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:
@@ -170,12 +172,12 @@ def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:
         yield page
 
 
-def tokens_due(*, now: datetime) -> QuerySet[Token]:
+def tokens_due(*, now: datetime, claim: str = "") -> QuerySet[Token]:
     """Refreshable tokens whose remaining life fell under the threshold and that are not
     backing off after a temporary failure; soonest expiry first (expires_at index)."""
     threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     return (
-        tokens_refreshable(now=now)
+        tokens_refreshable(now=now, claim=claim)
         .filter(expires_at__lte=now + threshold)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .order_by("expires_at")

@@ -22,8 +22,11 @@ logger = logging.getLogger(__name__)
 @shared_task(bind=True, max_retries=settings.REFRESH_MAX_RETRIES)
 def refresh_account(self, account_id: int) -> str:  # noqa: ANN001
     """Refresh one account's token if it is due; retry temporary failures with back-off."""
+    # Claimed under the task's id: this message, delivered again after its worker died,
+    # takes the token over at once.
     result = services.token_refresh(
-        account_id=account_id, actor=Actor(job="celery:refresh_account"), now=timezone.now()
+        account_id=account_id, actor=Actor(job="celery:refresh_account"), now=timezone.now(),
+        claim=self.request.id or "",
     )
     return _retry_or_return(self, account_id, result)
 
@@ -34,15 +37,17 @@ _CHUNK_ROUNDS = -(-settings.REFRESH_CHUNK_SIZE // settings.REFRESH_CONCURRENCY)
 CHUNK_SOFT_TIME_LIMIT = 60 + _CHUNK_ROUNDS * int(settings.INSTAGRAM_DEADLINE_SECONDS + 15)
 
 
-@shared_task(soft_time_limit=CHUNK_SOFT_TIME_LIMIT, time_limit=CHUNK_SOFT_TIME_LIMIT + 30)
-def refresh_accounts(account_ids: list[int]) -> dict[str, int]:
+@shared_task(bind=True, soft_time_limit=CHUNK_SOFT_TIME_LIMIT,
+             time_limit=CHUNK_SOFT_TIME_LIMIT + 30)
+def refresh_accounts(self, account_ids: list[int]) -> dict[str, int]:  # noqa: ANN001
     """Refresh a chunk of accounts, REFRESH_CONCURRENCY at a time (ids only, never a
     token). A temporary failure is retried by its own `refresh_account` task after its
     back-off; the rest is recorded by the refresh itself."""
     counts: dict[str, int] = {}
     actor = Actor(job="celery:refresh_accounts")
-    for account_id, result in services.tokens_refresh_many(account_ids=account_ids,
-                                                           actor=actor, now=timezone.now()):
+    for account_id, result in services.tokens_refresh_many(
+            account_ids=account_ids, actor=actor, now=timezone.now(),
+            claim=self.request.id or ""):  # see refresh_account
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
         if result.outcome == Outcome.RETRY:
             services.refresh_mark_queued(

@@ -184,14 +184,30 @@ def test_a_token_another_worker_has_claimed_is_left_to_it_until_the_claim_lapses
     now = timezone.now()
     Token.objects.filter(account=account).update(
         refresh_claim="a" * 32, refresh_claimed_until=now + timedelta(seconds=90))
-    result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=now)
+    result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=now,
+                                    claim="another-task")
     assert result.outcome == Outcome.BUSY and fake.calls(REFRESH) == []
+    assert services.token_refresh(account_id=account.pk, actor=ACTOR,
+                                  now=now).outcome == Outcome.BUSY
     # A claim whose worker died lapses: the token is due again.
     later = now + timedelta(seconds=91)
     assert services.token_refresh(account_id=account.pk, actor=ACTOR,
                                   now=later).outcome == Outcome.REFRESHED
     token = Token.objects.get(account=account)
     assert token.refresh_claim == "" and token.refresh_claimed_until is None
+
+
+def test_the_same_task_delivered_again_takes_its_claim_over_at_once(fake, login_app,
+                                                                    token_dir):
+    # Its worker died after claiming (acks_late: the broker hands the message out again).
+    account = due(fake, login_app)
+    now = timezone.now()
+    Token.objects.filter(account=account).update(
+        refresh_claim="task-1", refresh_claimed_until=now + timedelta(seconds=90))
+    result = services.token_refresh(account_id=account.pk, actor=ACTOR, now=now,
+                                    claim="task-1")
+    assert result.outcome == Outcome.REFRESHED and len(fake.calls(REFRESH)) == 1
+    assert Token.objects.get(account=account).refresh_claim == ""
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='token',
             name='refresh_claim',
-            field=models.CharField(blank=True, default='', max_length=32),
+            field=models.CharField(blank=True, default='', max_length=64),
         ),
         migrations.AddField(
             model_name='token',

@@ -88,14 +88,14 @@ def retry_delay(*, failures: int, error: InstagramError | None = None) -> int:
 
 
 def token_refresh(
-    *, account_id: int, actor: Actor, now: datetime, force: bool = False
+    *, account_id: int, actor: Actor, now: datetime, force: bool = False, claim: str = ""
 ) -> RefreshResult:
     """Refresh the account's long-lived token if it is due (or, with `force`, as soon as
     Instagram allows: 24 hours old and unexpired), store what comes back, export the file
     and log the event. Never sends a token that is too young or expired. The one-account
     case of `tokens_refresh_many` (the admin's *Refresh now*, a retried task)."""
     [(_, result)] = list(tokens_refresh_many(account_ids=[account_id], actor=actor, now=now,
-                                             force=force, concurrency=1))
+                                             force=force, concurrency=1, claim=claim))
     return result
 
 
@@ -111,7 +111,7 @@ CLAIM_SECONDS = int(settings.INSTAGRAM_DEADLINE_SECONDS) * 2 + 60
 
 def tokens_refresh_many(
     *, account_ids: list[int], actor: Actor, now: datetime, force: bool = False,
-    concurrency: int | None = None,
+    concurrency: int | None = None, claim: str = "",
 ) -> Iterator[tuple[int, RefreshResult]]:
     """Refresh these accounts, yielding each account id (once) with its result as its
     round finishes (in no set order).
@@ -126,14 +126,19 @@ def tokens_refresh_many(
     every call not yet made: those accounts are PAUSED. On PostgreSQL, four chunks run at
     once (CHUNKS_AT_ONCE) when `concurrency` is over 1, each on a connection of its own,
     sharing the `concurrency` calls in flight; SQLite takes one writer at a time, so its
-    chunks run one after the other (the calls of a round still overlap)."""
+    chunks run one after the other (the calls of a round still overlap).
+
+    `claim` names the claims (at most 64 characters): a Celery task passes its id, so that
+    the same message delivered again after its worker died takes its tokens over at once
+    instead of waiting for the claims to lapse. Without it, each round has a name of its
+    own."""
     if concurrency is None:
         concurrency = settings.REFRESH_CONCURRENCY
     ids = list(dict.fromkeys(account_ids))
     size = settings.REFRESH_CHUNK_SIZE
     chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
     with _Calls(concurrency=max(1, concurrency)) as calls:
-        run = _ChunkRun(actor=actor, now=now, force=force, calls=calls)
+        run = _ChunkRun(actor=actor, now=now, force=force, calls=calls, claim=claim)
         if concurrency <= 1 or len(chunks) <= 1 or connection.vendor == "sqlite":
             # In this thread: a test's transaction sees it, and SQLite has one writer.
             for chunk in chunks:
@@ -239,6 +244,7 @@ class _ChunkRun:
     now: datetime
     force: bool
     calls: _Calls
+    claim: str = ""
 
     def refresh(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
         """Refresh one chunk, a round of as many accounts as calls may be in flight at a
@@ -252,7 +258,7 @@ class _ChunkRun:
         for them at once, store the answers (a second transaction, tried again on a new
         session if the first one is lost), then write the files."""
         results: dict[int, RefreshResult] = {}
-        claim = uuid.uuid4().hex
+        claim = self.claim or uuid.uuid4().hex
         with transaction.atomic():
             tokens = self._claim(account_ids, claim, results)
         if tokens:
@@ -344,8 +350,8 @@ class _ChunkRun:
             # These are the attempts the queue markers waited for (worker liveness).
             Token.objects.filter(pk__in=queued).update(refresh_queued_for=None)
         # Re-checked under the lock: whoever held a row before may have just refreshed it.
-        candidates = (selectors.tokens_refreshable(now=self.now) if self.force
-                      else selectors.tokens_due(now=self.now))
+        candidates = (selectors.tokens_refreshable(now=self.now, claim=claim) if self.force
+                      else selectors.tokens_due(now=self.now, claim=claim))
         wanted = set(candidates.filter(pk__in=[token.pk for token in locked])
                      .values_list("pk", flat=True)) if locked else set()
         due = []
