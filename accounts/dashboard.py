@@ -5,6 +5,7 @@ Reads only (through selectors); the admin view that renders it stays thin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -13,7 +14,7 @@ from django.core.paginator import Page, Paginator
 from django.http import QueryDict
 
 from . import selectors
-from .models import Account, InstagramApp, TokenFile
+from .models import Account, InstagramApp
 from .selectors import State
 
 PAGE_SIZE = 50
@@ -70,34 +71,48 @@ class Dashboard:
     querystring: str
 
 
+class _PageWindow:
+    """The accounts of the dashboard as the paginator sees them: their number is known
+    (from the counts), and a slice is one query for that page's rows."""
+
+    def __init__(self, total: int, rows: Callable[[int, int], list[Account]]) -> None:
+        self._total, self._rows = total, rows
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __getitem__(self, window: slice) -> list[Account]:
+        offset, stop = window.start or 0, min(window.stop, self._total)
+        return self._rows(offset, stop - offset) if stop > offset else []
+
+
 def build(*, params: QueryDict, now: datetime) -> Dashboard:
-    """The dashboard for these GET parameters (`app`, `state`, `page`)."""
+    """The dashboard for these GET parameters (`app`, `state`, `page`). A constant number
+    of queries: the counts and timeline in one, the page's rows in one, the apps and the
+    rate-limit pause in one each."""
     app_id = _int_or_none(params.get("app"))
     state = params.get("state") if params.get("state") in State.ORDER else None
-    accounts = selectors.accounts_with_state(now=now)
-    scope = Account.objects.all()
-    if app_id is not None:
-        accounts = accounts.filter(app_id=app_id)
-        scope = scope.filter(app_id=app_id)
-    counts = selectors.state_counts(now=now, queryset=scope)
-    if state is not None:
-        accounts = accounts.filter(state=state)
-    page = Paginator(accounts, PAGE_SIZE).get_page(params.get("page"))
-    current_files = selectors.token_files_current_for(accounts=list(page.object_list))
+    summary = selectors.dashboard_summary(now=now, app_id=app_id)
+    counts = summary.counts
+    total = sum(counts.values())
+    window = _PageWindow(
+        counts[state] if state is not None else total,
+        lambda offset, limit: selectors.dashboard_accounts(
+            now=now, app_id=app_id, state=state, offset=offset, limit=limit),
+    )
+    page = Paginator(window, PAGE_SIZE).get_page(params.get("page"))
     paused_until = selectors.refresh_paused_until(now=now)
-    rows = [_row(account, current=current_files.get(account.pk), now=now,
-                 paused_until=paused_until)
+    rows = [_row(account, now=now, paused_until=paused_until)
             for account in page.object_list]
-    timeline = selectors.expiry_timeline(now=now, queryset=scope)
-    bars, chart_max, ticks = _chart(timeline)
+    bars, chart_max, ticks = _chart(summary.timeline)
     keep = params.copy()
     keep.pop("page", None)
     return Dashboard(
         rows=rows,
         page=page,
         counts=[(s, State.LABELS[s], counts[s]) for s in State.ORDER],
-        total=sum(counts.values()),
-        apps=list(InstagramApp.objects.order_by("name")),
+        total=total,
+        apps=list(selectors.instagram_apps_named()),
         app_id=app_id,
         state=state,
         bars=bars,
@@ -107,8 +122,7 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
     )
 
 
-def _row(account: Account, *, current: TokenFile | None, now: datetime,
-         paused_until: datetime | None) -> Row:
+def _row(account: Account, *, now: datetime, paused_until: datetime | None) -> Row:
     token = getattr(account, "token", None)
     exported = account.export_enabled and token is not None and token.kind == "long"
     return Row(
@@ -119,7 +133,8 @@ def _row(account: Account, *, current: TokenFile | None, now: datetime,
                                                   paused_until=paused_until),
         action_needed=State.ACTIONS.get(account.state, ""),
         file_state=account.file_state if exported else selectors.FileState.NOT_EXPORTED,
-        file_name=(selectors.token_file_name_given(account=account, current=current)
+        file_name=(selectors.token_file_name_of(account=account,
+                                                current_name=account.current_file_name)
                    if account.export_enabled else ""),
     )
 
