@@ -3,7 +3,7 @@ grow with the number of accounts."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.db import connection
@@ -114,6 +114,20 @@ def test_timeline_counts_expiries_per_day(admin_client, mix):
     page = admin_client.get(URL).content.decode()
     assert page.count('<rect class="bar"') == 6
     assert "<script" not in page.split('id="expiry-chart"')[1].split("</svg>")[0]
+
+
+@pytest.mark.parametrize("time_zone, day", [("UTC", 10), ("America/Los_Angeles", 9)])
+def test_timeline_days_are_those_of_the_time_zone(admin_client, app, settings, time_zone, day):
+    # At 03:00 UTC it is still the evening before in Los Angeles (SQLite's own date()
+    # serves UTC only: another zone must not take that path).
+    settings.TIME_ZONE = time_zone
+    account = account_with(app, "Late", left=timedelta(days=20))
+    today = timezone.now().date()
+    expires = datetime.combine(today + timedelta(days=10), time(3), tzinfo=UTC)
+    Token.objects.filter(account=account).update(expires_at=expires)
+    bars = admin_client.get(URL).context["dash"].bars
+    assert [i for i, bar in enumerate(bars) if bar.count] == [day]
+    assert bars[day].day == today + timedelta(days=day)
 
 
 def test_staff_only(client, mix, django_user_model):
