@@ -5,15 +5,21 @@ Reads only (through selectors); the admin view that renders it stays thin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Page, Paginator
 from django.http import QueryDict
+from django.urls import reverse
+from django.utils.timesince import timesince, timeuntil
+from django.utils.timezone import localtime
 
 from . import selectors
-from .models import Account, InstagramApp, TokenFile
+from .models import Account, InstagramApp
 from .selectors import State
 
 PAGE_SIZE = 50
@@ -33,6 +39,14 @@ class Row:
     action_needed: str
     file_state: str
     file_name: str
+    # Made here rather than by template tags and filters, 50 times a page: the links, and
+    # the times as the page shows them (local time, "Y-m-d H:i"; '' when there is none).
+    change_url: str = ""
+    authorize_url: str = ""
+    expires_text: str = ""
+    time_left: str = ""
+    last_refresh_text: str = ""
+    next_refresh_text: str = ""
 
     @property
     def file_label(self) -> str:
@@ -47,10 +61,12 @@ class Row:
 
 @dataclass(frozen=True)
 class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
+    """One day's bar; its place and size as the SVG takes them (one decimal)."""
+
+    x: str
+    y: str
+    width: str
+    height: str
     day: date
     count: int
 
@@ -66,38 +82,53 @@ class Dashboard:
     state: str | None
     bars: list[Bar]
     chart_max: int
-    chart_ticks: list[tuple[float, str]]
+    chart_ticks: list[tuple[str, str]]
     querystring: str
 
 
+class _PageWindow:
+    """The accounts of the dashboard as the paginator sees them: their number is known
+    (from the counts), and a slice is one query for that page's rows."""
+
+    def __init__(self, total: int, rows: Callable[[int, int], list[Account]]) -> None:
+        self._total, self._rows = total, rows
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __getitem__(self, window: slice) -> list[Account]:
+        offset, stop = window.start or 0, min(window.stop, self._total)
+        return self._rows(offset, stop - offset) if stop > offset else []
+
+
 def build(*, params: QueryDict, now: datetime) -> Dashboard:
-    """The dashboard for these GET parameters (`app`, `state`, `page`)."""
+    """The dashboard for these GET parameters (`app`, `state`, `page`). A constant number
+    of queries: the counts and timeline in one, the page's rows in one, the apps and the
+    rate-limit pause in one each."""
     app_id = _int_or_none(params.get("app"))
     state = params.get("state") if params.get("state") in State.ORDER else None
-    accounts = selectors.accounts_with_state(now=now)
-    scope = Account.objects.all()
-    if app_id is not None:
-        accounts = accounts.filter(app_id=app_id)
-        scope = scope.filter(app_id=app_id)
-    counts = selectors.state_counts(now=now, queryset=scope)
-    if state is not None:
-        accounts = accounts.filter(state=state)
-    page = Paginator(accounts, PAGE_SIZE).get_page(params.get("page"))
-    current_files = selectors.token_files_current_for(accounts=list(page.object_list))
+    summary = selectors.dashboard_summary(now=now, app_id=app_id)
+    counts = summary.counts
+    total = sum(counts.values())
+    window = _PageWindow(
+        counts[state] if state is not None else total,
+        lambda offset, limit: selectors.dashboard_accounts(
+            now=now, app_id=app_id, state=state, offset=offset, limit=limit),
+    )
+    page = Paginator(window, PAGE_SIZE).get_page(params.get("page"))
     paused_until = selectors.refresh_paused_until(now=now)
-    rows = [_row(account, current=current_files.get(account.pk), now=now,
-                 paused_until=paused_until)
+    urls = _RowUrls()
+    rows = [_row(account, now=now, paused_until=paused_until, urls=urls)
             for account in page.object_list]
-    timeline = selectors.expiry_timeline(now=now, queryset=scope)
-    bars, chart_max, ticks = _chart(timeline)
+    bars, chart_max, ticks = _chart(summary.timeline)
     keep = params.copy()
     keep.pop("page", None)
     return Dashboard(
         rows=rows,
         page=page,
         counts=[(s, State.LABELS[s], counts[s]) for s in State.ORDER],
-        total=sum(counts.values()),
-        apps=list(InstagramApp.objects.order_by("name")),
+        total=total,
+        apps=list(selectors.instagram_apps_named()),
         app_id=app_id,
         state=state,
         bars=bars,
@@ -107,34 +138,79 @@ def build(*, params: QueryDict, now: datetime) -> Dashboard:
     )
 
 
-def _row(account: Account, *, current: TokenFile | None, now: datetime,
-         paused_until: datetime | None) -> Row:
+class _RowUrls:
+    """The links of a row, for many rows at the cost of one reverse() each: the URL is
+    reversed once with a marker for the account's id, which each row's id replaces."""
+
+    _MARKER = 987654321
+
+    def __init__(self) -> None:
+        self.change = self._pattern("admin:accounts_account_change")
+        self.authorize = self._pattern("admin:accounts_account_authorize")
+
+    def _pattern(self, name: str) -> tuple[str, str]:
+        head, marker, tail = reverse(name, args=[self._MARKER]).partition(str(self._MARKER))
+        if not marker or str(self._MARKER) in tail:
+            raise ImproperlyConfigured(f"{name}: no single place for the id in its URL")
+        return head, tail
+
+    @staticmethod
+    def of(pattern: tuple[str, str], pk: int) -> str:
+        return f"{pattern[0]}{pk}{pattern[1]}"
+
+
+def _row(account: Account, *, now: datetime, paused_until: datetime | None,
+         urls: _RowUrls) -> Row:
     token = getattr(account, "token", None)
     exported = account.export_enabled and token is not None and token.kind == "long"
+    next_refresh = selectors.next_refresh_at(account=account, now=now,
+                                             paused_until=paused_until)
+    time_left = ""
+    if token is not None:
+        time_left = (f"in {timeuntil(token.expires_at, now)}" if token.expires_at > now
+                     else f"{timesince(token.expires_at, now)} ago")
     return Row(
         account=account,
         state=account.state,
         state_label=State.LABELS[account.state],
-        next_refresh_at=selectors.next_refresh_at(account=account, now=now,
-                                                  paused_until=paused_until),
+        next_refresh_at=next_refresh,
         action_needed=State.ACTIONS.get(account.state, ""),
         file_state=account.file_state if exported else selectors.FileState.NOT_EXPORTED,
-        file_name=(selectors.token_file_name_given(account=account, current=current)
+        file_name=(selectors.token_file_name_of(account=account,
+                                                current_name=account.current_file_name)
                    if account.export_enabled else ""),
+        change_url=urls.of(urls.change, account.pk),
+        authorize_url=urls.of(urls.authorize, account.pk),
+        expires_text=_local_minute(token.expires_at if token is not None else None),
+        time_left=time_left,
+        last_refresh_text=_local_minute(account.last_refresh_at),
+        next_refresh_text=_local_minute(next_refresh),
     )
 
 
-def _chart(timeline: list[tuple[date, int]]) -> tuple[list[Bar], int, list[tuple[float, str]]]:
+def _local_minute(moment: datetime | None) -> str:
+    """What `{{ moment|date:"Y-m-d H:i" }}` shows: the minute in the current time zone."""
+    return localtime(moment).strftime("%Y-%m-%d %H:%M") if moment is not None else ""
+
+
+def _one_decimal(value: float) -> str:
+    """What `{{ value|floatformat:1 }}` shows (half up, one decimal, no grouping)."""
+    return str(Decimal(str(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _chart(timeline: list[tuple[date, int]]) -> tuple[list[Bar], int, list[tuple[str, str]]]:
     """Bars for an SVG drawn on the server: one per day, height by count."""
     peak = max((n for _, n in timeline), default=0) or 1
     inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
     step = inner_w / max(len(timeline), 1)
+    width = _one_decimal(max(step - 1, 1))
     bars = []
     for i, (day, n) in enumerate(timeline):
         height = inner_h * n / peak
-        bars.append(Bar(x=CHART_PAD + i * step, y=CHART_PAD + inner_h - height,
-                        width=max(step - 1, 1), height=height, day=day, count=n))
-    ticks = [(CHART_PAD + i * step, timeline[i][0].strftime("%b %d"))
+        bars.append(Bar(x=_one_decimal(CHART_PAD + i * step),
+                        y=_one_decimal(CHART_PAD + inner_h - height),
+                        width=width, height=_one_decimal(height), day=day, count=n))
+    ticks = [(_one_decimal(CHART_PAD + i * step), timeline[i][0].strftime("%b %d"))
              for i in range(0, len(timeline), 10)]
     return bars, peak, ticks
 

@@ -16,6 +16,7 @@ from django.db.models import (
     Case,
     CharField,
     Count,
+    DateField,
     F,
     IntegerField,
     Min,
@@ -34,6 +35,7 @@ from .models import (
     Account,
     AlertDelivery,
     Event,
+    InstagramApp,
     PendingToken,
     SweepState,
     Token,
@@ -110,9 +112,16 @@ def token_file_name(*, account: Account) -> str:
 
 def token_file_name_given(*, account: Account, current: TokenFile | None) -> str:
     """`token_file_name` when the account's current file record is already loaded."""
+    return token_file_name_of(account=account,
+                              current_name=current.name if current is not None else None)
+
+
+def token_file_name_of(*, account: Account, current_name: str | None) -> str:
+    """`token_file_name` when the name of the account's current file (None: it has no
+    file yet) is already known."""
     if account.token_filename:
         return account.token_filename
-    return current.name if current is not None else account.username
+    return current_name if current_name is not None else account.username
 
 
 def token_file_blocker(*, account: Account, name: str) -> TokenFile | None:
@@ -465,52 +474,68 @@ class State:
     }
 
 
-def _state_expression(*, now: datetime) -> Case:
+def _state_conditions(*, now: datetime) -> list[tuple[Q, str]]:
+    """Which state an account is in: the first condition it meets, else healthy."""
     expiring = now + timedelta(days=settings.ALERT_EXPIRY_DAYS)
     due = now + timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
-    return Case(
-        When(status=Account.Status.NEEDS_REAUTH, then=Value(State.NEEDS_REAUTH)),
-        When(token__isnull=True, then=Value(State.PENDING)),
-        When(token__expires_at__lte=now, then=Value(State.EXPIRED)),
-        When(
-            Q(status=Account.Status.ERROR)
-            | Q(token__refresh_failures__gte=settings.ALERT_FAILURES_THRESHOLD),
-            then=Value(State.ERROR),
-        ),
+    return [
+        (Q(status=Account.Status.NEEDS_REAUTH), State.NEEDS_REAUTH),
+        (Q(token__isnull=True), State.PENDING),
+        (Q(token__expires_at__lte=now), State.EXPIRED),
+        (Q(status=Account.Status.ERROR)
+         | Q(token__refresh_failures__gte=settings.ALERT_FAILURES_THRESHOLD), State.ERROR),
         # The file the website reads is missing, stale, unwritable or someone else's.
-        When(
-            export_enabled=True, token__kind=Token.Kind.LONG,
-            file_state__in=FileState.PROBLEMS, then=Value(State.FILE_PROBLEM),
-        ),
-        When(token__expires_at__lte=expiring, then=Value(State.EXPIRING)),
-        When(token__expires_at__lte=due, then=Value(State.REFRESH_DUE)),
+        (Q(export_enabled=True, token__kind=Token.Kind.LONG,
+           file_state__in=FileState.PROBLEMS), State.FILE_PROBLEM),
+        (Q(token__expires_at__lte=expiring), State.EXPIRING),
+        (Q(token__expires_at__lte=due), State.REFRESH_DUE),
+    ]
+
+
+def _state_expression(*, now: datetime) -> Case:
+    return Case(
+        *[When(condition, then=Value(state)) for condition, state in _state_conditions(now=now)],
         default=Value(State.HEALTHY),
         output_field=CharField(),
     )
+
+
+def _urgency_expression(*, now: datetime) -> Case:
+    """The state as its place in State.ORDER (0 = most urgent): the same conditions as
+    `_state_expression`, evaluated once per row rather than once per state compared."""
+    return Case(
+        *[When(condition, then=Value(State.ORDER.index(state)))
+          for condition, state in _state_conditions(now=now)],
+        default=Value(State.ORDER.index(State.HEALTHY)),
+        output_field=IntegerField(),
+    )
+
+
+_URGENCY_ORDER = ("urgency", F("token__expires_at").asc(nulls_last=True), "label", "pk")
 
 
 def accounts_with_state(*, now: datetime) -> QuerySet[Account]:
     """Accounts annotated with `state`, `urgency` (0 = most urgent) and the outcome and
     time of their last refresh attempt; ordered most urgent first, then soonest expiry.
     One query however many accounts there are."""
+    return _accounts_by_urgency(now=now).annotate(state=_state_expression(now=now))
+
+
+def _accounts_by_urgency(*, now: datetime) -> QuerySet[Account]:
+    """`accounts_with_state` without `state` (it is State.ORDER[urgency])."""
     last_refresh = Event.objects.filter(account=OuterRef("pk"), action="refresh").order_by(
         "-created_at", "-id"
-    )
-    urgency = Case(
-        *[When(state=value, then=Value(i)) for i, value in enumerate(State.ORDER)],
-        output_field=IntegerField(),
     )
     return (
         Account.objects.select_related("app", "token")
         # Pages and alerts never show a token or a secret: never decrypt them here.
         .defer("token__value", "app__app_secret")
-        .annotate(state=_state_expression(now=now))
         .annotate(
-            urgency=urgency,
+            urgency=_urgency_expression(now=now),
             last_refresh_outcome=Subquery(last_refresh.values("outcome")[:1]),
             last_refresh_at=Subquery(last_refresh.values("created_at")[:1]),
         )
-        .order_by("urgency", F("token__expires_at").asc(nulls_last=True), "label")
+        .order_by(*_URGENCY_ORDER)
     )
 
 
@@ -518,14 +543,103 @@ def state_counts(*, now: datetime, queryset: QuerySet[Account] | None = None) ->
     """How many accounts are in each state (every state present, zero or not)."""
     queryset = queryset if queryset is not None else Account.objects.all()
     rows = (
-        queryset.annotate(state=_state_expression(now=now))
-        .values("state")
+        queryset.annotate(urgency=_urgency_expression(now=now))
+        .values("urgency")
         .annotate(n=Count("pk"))
         .order_by()
     )
     counts = dict.fromkeys(State.ORDER, 0)
-    counts.update({row["state"]: row["n"] for row in rows})
+    counts.update({State.ORDER[row["urgency"]]: row["n"] for row in rows})
     return counts
+
+
+class _DateOf(TruncDate):
+    """TruncDate (the date in the current time zone). On SQLite in UTC, where Django
+    stores datetimes as UTC text, SQLite's own date(): Django's general version is a
+    function written in Python, called once per row (~100 ms for 10,000 rows)."""
+
+    def as_sqlite(self, compiler, connection, **extra_context):  # noqa: ANN001, ANN003, ANN201
+        if self.get_tzname() == "UTC":
+            sql, params = compiler.compile(self.lhs)
+            return f"date({sql})", params
+        return self.as_sql(compiler, connection, **extra_context)
+
+
+@dataclass(frozen=True)
+class DashboardSummary:
+    """The dashboard's figures for a set of accounts: how many are in each state (every
+    state present) and how many tokens expire on each of the next days (zeros included,
+    today first)."""
+
+    counts: dict[str, int]
+    timeline: list[tuple[date, int]]
+
+
+def dashboard_summary(*, now: datetime, app_id: int | None = None,
+                      days: int = 60) -> DashboardSummary:
+    """Counts per state and the expiry timeline of every account (of one app, with
+    `app_id`). One aggregate query: a single pass over the accounts, grouped by state and
+    by the day of expiry within the next `days` days."""
+    accounts = Account.objects.all()
+    if app_id is not None:
+        accounts = accounts.filter(app_id=app_id)
+    rows = (
+        accounts.annotate(
+            urgency=_urgency_expression(now=now),
+            day=Case(
+                When(token__expires_at__gt=now,
+                     token__expires_at__lte=now + timedelta(days=days),
+                     then=_DateOf("token__expires_at")),
+                default=None,
+                output_field=DateField(),
+            ),
+        )
+        .values("urgency", "day")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    counts = dict.fromkeys(State.ORDER, 0)
+    per_day: dict[date, int] = {}
+    for row in rows:
+        counts[State.ORDER[row["urgency"]]] += row["n"]
+        if row["day"] is not None:
+            per_day[row["day"]] = per_day.get(row["day"], 0) + row["n"]
+    start = now.date()
+    timeline = [(start + timedelta(days=i), per_day.get(start + timedelta(days=i), 0))
+                for i in range(days + 1)]
+    return DashboardSummary(counts=counts, timeline=timeline)
+
+
+def dashboard_accounts(*, now: datetime, app_id: int | None, state: str | None,
+                       offset: int, limit: int) -> list[Account]:
+    """One page (`offset`, `limit`) of `accounts_with_state`, of one app and one state
+    when given, each also annotated with `current_file_name` (the name of its current
+    token file, None before its first export). One query: the page's ids are chosen by a
+    subquery that sorts on the state and expiry alone, so the last refresh and the file
+    are looked up for the page's rows only, not for every account."""
+    ids = Account.objects.alias(urgency=_urgency_expression(now=now))
+    if app_id is not None:
+        ids = ids.filter(app_id=app_id)
+    if state is not None:
+        ids = ids.filter(urgency=State.ORDER.index(state))
+    page_ids = ids.order_by(*_URGENCY_ORDER).values("pk")[offset:offset + limit]
+    current_file = TokenFile.objects.filter(
+        account=OuterRef("pk"), status=TokenFile.Status.CURRENT
+    ).order_by()  # at most one (a unique constraint)
+    accounts = list(
+        _accounts_by_urgency(now=now)
+        .filter(pk__in=page_ids)
+        .annotate(current_file_name=Subquery(current_file.values("name")[:1]))
+    )
+    for account in accounts:
+        # What accounts_with_state's CASE would say, without building and running it.
+        account.state = State.ORDER[account.urgency]
+    return accounts
+
+
+def instagram_apps_named() -> QuerySet[InstagramApp]:
+    """Every app's id and name, by name (for filters: no secret is loaded)."""
+    return InstagramApp.objects.order_by("name").only("pk", "name")
 
 
 def next_refresh_at(*, account: Account, now: datetime,
@@ -546,24 +660,6 @@ def next_refresh_at(*, account: Account, now: datetime,
         candidates.append(token.next_attempt_at)
     when = max(candidates)
     return when if when < token.expires_at else None
-
-
-def expiry_timeline(*, now: datetime, days: int = 60, queryset: QuerySet[Account] | None = None
-                    ) -> list[tuple[date, int]]:
-    """How many tokens expire on each of the next `days` days (zeros included)."""
-    queryset = queryset if queryset is not None else Account.objects.all()
-    rows = (
-        Token.objects.filter(account__in=queryset.values("pk"), expires_at__gt=now,
-                             expires_at__lte=now + timedelta(days=days))
-        .annotate(day=TruncDate("expires_at"))
-        .values("day")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    per_day = {row["day"]: row["n"] for row in rows}
-    start = now.date()
-    return [(start + timedelta(days=i), per_day.get(start + timedelta(days=i), 0))
-            for i in range(days + 1)]
 
 
 def earliest_expiry(*, now: datetime) -> datetime | None:

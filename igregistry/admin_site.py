@@ -103,6 +103,18 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR")
 
 
+def _has_device(request: HttpRequest, user: object) -> bool:
+    """Whether the user has a confirmed authenticator, asked once per request: every admin
+    page asks twice (the gate, then the page's context). Kept with the user it answers
+    for; the pages that add or remove a device redirect, so no answer outlives a change."""
+    cached = getattr(request, "_registry_has_device", None)
+    if cached is not None and cached[0] == user.pk:
+        return cached[1]
+    answer = user_has_device(user)
+    request._registry_has_device = (user.pk, answer)
+    return answer
+
+
 class RegistryAdminSite(admin.AdminSite):
     site_header = "igregistry"
     site_title = "igregistry"
@@ -114,7 +126,7 @@ class RegistryAdminSite(admin.AdminSite):
         # A user with an authenticator must have signed in with it in this session.
         user = request.user
         return super().has_permission(request) and (
-            user.is_verified() or not user_has_device(user)
+            user.is_verified() or not _has_device(request, user)
         )
 
     def password_change(self, request: HttpRequest,

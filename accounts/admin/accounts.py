@@ -4,12 +4,13 @@ extra pages in `account_pages`; neither holds a token, and a token is never rend
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from .. import selectors, services
-from ..crypto import DecryptionError
+from ..crypto import DecryptionError, decrypt
 from ..forms import AccountForm
 from ..instagram import mask
 from ..models import Account
@@ -53,8 +54,9 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         if token is None:
             return "—"
+        stored = getattr(obj, "token_ciphertext", None)
         try:
-            return mask(token.value)
+            return mask(decrypt(stored) if stored else token.value)
         except DecryptionError:
             return "cannot be decrypted (ENCRYPTION_KEYS)"
 
@@ -83,9 +85,16 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         return [field for field in fields if field != "token_hint"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
-        # Decrypted one row at a time (for the hint): a value no key decrypts spoils its
-        # own cell, not the whole list.
-        return super().get_queryset(request).select_related("token").defer("token__value")
+        # The token is decrypted one row at a time (for the hint), from its stored text
+        # loaded with the row: a value no key decrypts spoils its own cell, not the whole
+        # list, and no row costs a query of its own. The app comes with the row too (the
+        # list's select_related is not applied to a queryset that already has one).
+        return (
+            super().get_queryset(request)
+            .select_related("app", "token")
+            .defer("token__value", "app__app_secret")
+            .annotate(token_ciphertext=Cast("token__value", output_field=TextField()))
+        )
 
     @admin.display(description="token kind")
     def token_kind(self, obj: Account) -> str:
