@@ -22,8 +22,10 @@ operating system or the database would raise them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 from datetime import timedelta
 
 import pytest
@@ -232,6 +234,49 @@ def test_an_answer_whose_database_session_died_is_stored_on_a_new_one(
     assert fake.token_info(token.value)["kind"] == "long"
     assert token.refresh_claim == "" and (token_dir / "shop").read_text() == token.value
     assert Event.objects.filter(account=account, action="refresh", outcome="ok").count() == 1
+
+
+@contextlib.contextmanager
+def ctrl_c_after(seconds: float):  # noqa: ANN201
+    """Ctrl-C in the main thread after `seconds` (SIGALRM standing in for SIGINT)."""
+    def interrupt(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_ctrl_c_stores_the_answers_that_came_and_calls_nothing_more(fake, login_app, token_dir):
+    accounts = [active_account(fake, login_app, f"Stop {i}", exported=True) for i in range(9)]
+    old = {a.pk: a.token.value for a in accounts}
+    # Rounds of 3: the first answers at once, the second is in flight at the Ctrl-C.
+    fake.inject(REFRESH, *[delay(0.05)] * 3, *[delay(1.0)] * 3)
+    seen = []
+    with pytest.raises(KeyboardInterrupt), ctrl_c_after(0.6):
+        for item in services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
+                                                 actor=ACTOR, now=timezone.now(),
+                                                 concurrency=3):
+            seen.append(item)
+    assert [result.outcome for _, result in seen] == [Outcome.REFRESHED] * 3
+    tokens = {t.account_id: t for t in Token.objects.filter(account__in=accounts)}
+    # Both rounds' answers are stored (Instagram would not give them again); the third
+    # round was never called; no claim is left behind.
+    called = [call.query["access_token"] for call in fake.calls(REFRESH)]
+    assert sorted(called) == sorted(old[a.pk] for a in accounts[:6])
+    assert all(tokens[a.pk].value != old[a.pk] for a in accounts[:6])
+    assert all(tokens[a.pk].value == old[a.pk] for a in accounts[6:])
+    assert all(t.refresh_claim == "" and t.refresh_claimed_until is None
+               for t in tokens.values())
+    # The next run refreshes what is left, and only that.
+    rest = dict(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
+                                             actor=ACTOR, now=timezone.now(), concurrency=3))
+    assert sorted(r.outcome for r in rest.values()) == [Outcome.NOT_DUE] * 6 + [
+        Outcome.REFRESHED] * 3
+    assert len(fake.calls(REFRESH)) == 9
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,6 +67,7 @@ class Outcome:
     DEFERRED = "deferred"  # throttled for longer than a task retry may wait: next sweep
     PAUSED = "paused"  # not attempted: a rate-limit pause holds; the sweep after it retries
     FAILED = "failed"  # another error: recorded, next sweep tries again
+    INTERRUPTED = "interrupted"  # not attempted: the run was stopped (Ctrl-C) before its call
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ def _in_threads(run: _ChunkRun, chunks: list[list[int]],
                     chunk = todo.get_nowait()
                 except queue.Empty:
                     return
+                if run.calls.stopping.is_set():
+                    return
                 finished: list[tuple[int, RefreshResult]] = []
                 try:
                     finished.extend(run.refresh(chunk))
@@ -181,18 +184,28 @@ def _in_threads(run: _ChunkRun, chunks: list[list[int]],
     for thread in threads:
         thread.start()
     running = workers
-    while running:
-        results = done.get()
-        if results is None:
-            running -= 1
-        else:
-            yield from results
-    for thread in threads:
-        thread.join()
+    try:
+        while running:
+            results = done.get()
+            if results is None:
+                running -= 1
+            else:
+                yield from results
+    finally:
+        if running:
+            # Interrupted (Ctrl-C) or abandoned by the caller: no new call is made, and the
+            # rounds in flight store what Instagram has already answered before the end.
+            run.calls.stop()
+        for thread in threads:
+            thread.join()
 
 
 class _NotCalled(Exception):
     """The call was not made: a rate-limit pause began before its turn."""
+
+
+class _Interrupted(Exception):
+    """The call was not made (or its answer is unknown): the run was being stopped."""
 
 
 class _Calls:
@@ -202,6 +215,7 @@ class _Calls:
     def __init__(self, *, concurrency: int) -> None:
         self.concurrency = concurrency
         self.paused = threading.Event()
+        self.stopping = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> _Calls:
@@ -211,16 +225,42 @@ class _Calls:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True)
 
-    def refresh_all(self, values: list[str]) -> list[LongLivedToken | Exception]:
-        """One answer (or the InstagramError, or _NotCalled) per token value, in order."""
+    def stop(self) -> None:
+        """Make no call from now on (those asked for get _Interrupted); calls in flight end
+        by themselves, within the deadline."""
+        self.stopping.set()
+
+    def refresh_all(
+        self, values: list[str]
+    ) -> tuple[list[LongLivedToken | Exception], BaseException | None]:
+        """One answer (or the InstagramError, _NotCalled or _Interrupted) per token value,
+        in order, and what interrupted this thread while it waited (KeyboardInterrupt,
+        SystemExit), if anything: the caller stores the answers that came, then raises
+        it."""
         if self._pool is None or len(values) == 1:
-            return [self._one(value) for value in values]
-        return list(self._pool.map(self._one, values))
+            answers: list[LongLivedToken | Exception] = []
+            for value in values:
+                try:
+                    answers.append(self._one(value))
+                except BaseException as exc:  # interrupted during its call: answer unknown
+                    self.stop()
+                    return answers + [_Interrupted()] * (len(values) - len(answers)), exc
+            return answers, None
+        futures = [self._pool.submit(self._one, value) for value in values]
+        try:
+            return [future.result() for future in futures], None
+        except BaseException as exc:
+            self.stop()
+            wait(futures)  # the calls in flight end within the deadline
+            return [future.result() for future in futures], exc
 
     def _one(self, value: str) -> LongLivedToken | Exception:
+        if self.stopping.is_set():
+            return _Interrupted()
         if self.paused.is_set():
             return _NotCalled()
         try:
@@ -251,6 +291,10 @@ class _ChunkRun:
         time (`_round`)."""
         step = self.calls.concurrency
         for start in range(0, len(account_ids), step):
+            if self.calls.stopping.is_set():
+                for account_id in account_ids[start:]:
+                    yield account_id, RefreshResult(Outcome.INTERRUPTED)
+                return
             yield from self._round(account_ids[start:start + step])
 
     def _round(self, account_ids: list[int]) -> Iterator[tuple[int, RefreshResult]]:
@@ -261,8 +305,9 @@ class _ChunkRun:
         claim = self.claim or uuid.uuid4().hex
         with transaction.atomic():
             tokens = self._claim(account_ids, claim, results)
+        interrupt = None
         if tokens:
-            answers = self.calls.refresh_all([token.value for token in tokens])
+            answers, interrupt = self.calls.refresh_all([token.value for token in tokens])
             self._store_claimed(tokens, answers, claim, results)
         # After the commit: a failed file write keeps the new token; reconcile repairs it.
         refreshed = [a for a in account_ids if results[a].outcome == Outcome.REFRESHED]
@@ -271,6 +316,8 @@ class _ChunkRun:
             if results[token.account_id].outcome == Outcome.NEEDS_REAUTH:
                 token_file_dead_token_apply(account=token.account, actor=self.actor,
                                             now=self.now)
+        if interrupt is not None:
+            raise interrupt  # what Instagram answered is stored, every claim released
         for account_id in account_ids:
             yield account_id, results[account_id]
 
@@ -396,7 +443,10 @@ class _ChunkRun:
                 results[token.account_id] = RefreshResult(Outcome.REFRESHED)
         not_called = []
         for token, answer in zip(tokens, answers, strict=True):
-            if isinstance(answer, _NotCalled):
+            if isinstance(answer, _Interrupted):
+                results[token.account_id] = RefreshResult(
+                    Outcome.INTERRUPTED, message="Not attempted: the run was stopped.")
+            elif isinstance(answer, _NotCalled):
                 not_called.append(token)
             elif isinstance(answer, InstagramError):
                 self._failed(token, answer, results)
