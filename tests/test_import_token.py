@@ -90,6 +90,9 @@ def test_short_lived_token_is_swapped(admin_client, login_account, fake, token_d
          "Enter a valid date/time"),
         ({"access_token": "IGAAwellformedtoken00000", "kind": "long",
           "expires_at": "2001-01-01 00:00"}, "in the past"),
+        # Believed, it would never be due: the feed would die while the account looked fine.
+        ({"access_token": "IGAAwellformedtoken00000", "kind": "long",
+          "expires_at": "2999-01-01 00:00"}, "more than 60 days away"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(admin_client, login_account, fake, token_dir,
@@ -126,13 +129,14 @@ def test_command_reads_the_token_from_stdin(login_account, fake, monkeypatch, to
                              age=timedelta(days=50))
     monkeypatch.setattr("sys.stdin", io.StringIO(manual + "\n"))
     out = io.StringIO()
+    expires = (timezone.now() + timedelta(days=10)).replace(microsecond=0)
     call_command("import_token", "--account", "Shop feed", "--expires-at",
-                 "2030-01-01T00:00:00Z", stdout=out)
+                 expires.strftime("%Y-%m-%dT%H:%M:%SZ"), stdout=out)
     assert "imported as @shop_owner" in out.getvalue()
     assert manual not in out.getvalue()
     token = Token.objects.get(account=login_account)
     assert token.value == manual
-    assert token.expires_at.year == 2030
+    assert token.expires_at == expires
     event = Event.objects.get(account=login_account, action="import")
     assert event.actor_job == "command:import_token"
 
@@ -148,4 +152,10 @@ def test_command_errors_are_clear(login_account, fake, monkeypatch, tmp_path):
     with pytest.raises(CommandError, match="Cannot read"):
         call_command("import_token", "--account", str(login_account.pk),
                      "--token-file", str(tmp_path / "missing"))
-    assert not Token.objects.exists()
+    token = fake.mint_token(client_id=CLIENT_ID, username="shop_owner", age=timedelta(days=50))
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    asked = len(fake.calls("/me"))
+    with pytest.raises(CommandError, match="more than 60 days away"):
+        call_command("import_token", "--account", str(login_account.pk), "--expires-at",
+                     "2999-01-01T00:00:00Z")
+    assert not Token.objects.exists() and len(fake.calls("/me")) == asked

@@ -21,6 +21,9 @@ from .common import (
 )
 from .files import token_export, token_file_dead_token_apply
 
+# An imported expiry may be this much past 60 days from now: clocks and rounding differ.
+IMPORT_EXPIRY_SLACK = timedelta(days=1)
+
 
 def token_store(
     *,
@@ -208,6 +211,13 @@ def token_import(
     if expires_at is not None and expires_at <= now:
         raise FlowError("That expiry is in the past: an expired token cannot be refreshed; "
                         "authorize the account instead.", account=account)
+    if expires_at is not None and expires_at > now + LONG_LIVED_LIFETIME + IMPORT_EXPIRY_SLACK:
+        # A long-lived token lives 60 days: a later expiry is a typo, and believed, the
+        # token would never be due and would die unseen while the account looked healthy.
+        raise FlowError(f"That expiry is more than 60 days away ({utc_text(expires_at)}): a "
+                        f"long-lived token lives 60 days from when it was issued. Give the "
+                        f"expiry Instagram gave (or none, to learn it). Nothing was sent to "
+                        f"Instagram.", account=account)
     client = instagram_client()
     obtained_at = now
     assumed = False
