@@ -166,6 +166,11 @@ def tokens_refreshable(*, now: datetime, claim: str = "") -> QuerySet[Token]:
              | (Q(refresh_claim=claim) if claim else Q(pk__in=[])))
 
 
+def tokens_claimed(*, now: datetime) -> QuerySet[Token]:
+    """Tokens a worker or run is refreshing right now (a live claim)."""
+    return Token.objects.filter(refresh_claimed_until__gt=now)
+
+
 def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:
     """The account ids of `tokens_due`, `size` at a time, soonest expiry first: one query
     read through the expires_at index and fetched `size` rows at a time (a server-side

@@ -603,3 +603,34 @@ def test_token_status_table(fake, status_accounts):
     assert any("needs_reauth" in line and "Reauth feed" in line for line in lines)
     for value in all_token_values(fake):
         assert value not in out and value not in err
+
+
+# --- refresh_tokens: why an account is left alone ---------------------------------------
+
+
+def test_refresh_tokens_says_why_an_account_asked_for_is_left_alone(fake, login_app):
+    from tests.conftest import active_account
+
+    claimed = active_account(fake, login_app, "Claimed shop")
+    waiting = active_account(fake, login_app, "Waiting shop")
+    now = timezone.now()
+    Token.objects.filter(account=claimed).update(
+        refresh_claim="other-run", refresh_claimed_until=now + timedelta(seconds=80))
+    Token.objects.filter(account=waiting).update(next_attempt_at=now + timedelta(minutes=9))
+    out = io.StringIO()
+    call_command("refresh_tokens", "--account", "Claimed shop", "--account", "Waiting shop",
+                 stdout=out)
+    text = out.getvalue()
+    assert "Claimed shop: busy: another run or worker is refreshing it" in text
+    assert "Waiting shop: waiting until" in text and "backing off" in text
+    assert fake.calls("/refresh_access_token") == []
+    # A whole run says how many it left to another run.
+    out = io.StringIO()
+    call_command("refresh_tokens", stdout=out)
+    assert "1 token(s) left alone: another run or worker is refreshing them" in out.getvalue()
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-3", "abc"])
+def test_refresh_tokens_concurrency_out_of_range_is_refused(value, db):  # noqa: ANN001
+    with pytest.raises(CommandError, match="--concurrency"):
+        call_command("refresh_tokens", "--concurrency", value)

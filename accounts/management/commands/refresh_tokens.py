@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -10,6 +12,18 @@ from accounts.management.output import terminal_safe
 from accounts.models import Account
 from accounts.services import Actor, Outcome
 from accounts.timeutil import utc_text
+
+
+def _concurrency(text: str) -> int:
+    """--concurrency: 1-64, as REFRESH_CONCURRENCY (what Instagram sees at most)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1-64, not {value}")
+    return value
+
 
 # Results printed (and their accounts read) this many at a time.
 REPORT_BATCH = 64
@@ -26,8 +40,9 @@ class Command(BaseCommand):
                             help="Only this account (id or exact label); repeatable.")
         parser.add_argument("--dry-run", action="store_true",
                             help="List what would be refreshed; change nothing.")
-        parser.add_argument("--concurrency", type=int, default=None,
-                            help="Refreshes in flight at once (default REFRESH_CONCURRENCY).")
+        parser.add_argument("--concurrency", type=_concurrency, default=None,
+                            help="Refresh calls in flight at once, 1-64 (default "
+                            "REFRESH_CONCURRENCY).")
         parser.add_argument("--force", action="store_true",
                             help="Refresh even if not due yet (never a token under 24 hours "
                             "old or expired: Instagram refuses those).")
@@ -42,10 +57,9 @@ class Command(BaseCommand):
             candidates = candidates.filter(account_id__in=chosen)
             # Say why an account asked for by name is left alone, rather than nothing.
             left = set(chosen) - set(candidates.values_list("account_id", flat=True))
-            for account in Account.objects.filter(pk__in=left).order_by("label"):
-                why = ("not refreshable now: Instagram refreshes only a long-lived token at "
-                       "least 24 hours old and unexpired, of an authorized account"
-                       if options["force"] else "not due (--force refreshes it anyway)")
+            for account in (Account.objects.filter(pk__in=left).select_related("token")
+                            .defer("token__value").order_by("label")):
+                why = self._why_left(account, now=now, force=options["force"])
                 self.stdout.write(terminal_safe(f"{account.label}: {why}"))
         if options["dry_run"]:
             for token in candidates.select_related("account"):
@@ -88,6 +102,12 @@ class Command(BaseCommand):
         failures += self._report_many(batch, "refresh")
         if chosen is None:
             services.sweep_record_success(enqueued=len(ids) + len(swap_ids), now=now)
+            claimed = selectors.tokens_claimed(now=now)
+            if claimed.exists():
+                lapse = max(claimed.values_list("refresh_claimed_until", flat=True))
+                self.stdout.write(f"{claimed.count()} token(s) left alone: another run or "
+                                  f"worker is refreshing them (their claims lapse by "
+                                  f"{utc_text(lapse)} if it died).")
         problems = []
         if failures:
             problems.append(f"{failures} of {len(ids) + len(swap_ids)} refreshes failed or "
@@ -97,6 +117,22 @@ class Command(BaseCommand):
                             f"pause; the next run after it takes them")
         if problems:
             raise CommandError("; ".join(problems) + ".")
+
+    def _why_left(self, account: Account, *, now, force: bool) -> str:  # noqa: ANN001
+        """Why an account asked for by name is not refreshed by this run."""
+        token = getattr(account, "token", None)
+        if token is not None and token.refresh_claimed_until and token.refresh_claimed_until > now:
+            return (f"busy: another run or worker is refreshing it (its claim lapses at "
+                    f"{utc_text(token.refresh_claimed_until)} if it died)")
+        if token is None or not selectors.tokens_refreshable(now=now).filter(
+                pk=token.pk).exists():
+            return ("not refreshable now: Instagram refreshes only a long-lived token at "
+                    "least 24 hours old and unexpired, of an authorized account")
+        if token.next_attempt_at and token.next_attempt_at > now:
+            return (f"waiting until {utc_text(token.next_attempt_at)}: backing off after a "
+                    f"temporary failure or Instagram's rate-limit pause (--force refreshes it "
+                    f"anyway)")
+        return "not due (--force refreshes it anyway)"
 
     def _chosen_ids(self, keys: list[str]) -> list[int] | None:
         if not keys:
