@@ -35,10 +35,11 @@ def refresh_account(self, account_id: int) -> str:  # noqa: ANN001
 # deadline; its time limit follows, and stays well inside Redis' visibility timeout.
 _CHUNK_ROUNDS = -(-settings.REFRESH_CHUNK_SIZE // settings.REFRESH_CONCURRENCY)
 CHUNK_SOFT_TIME_LIMIT = 60 + _CHUNK_ROUNDS * int(settings.INSTAGRAM_DEADLINE_SECONDS + 15)
+CHUNK_TIME_LIMIT = CHUNK_SOFT_TIME_LIMIT + 30  # accounts.checks holds it to the broker's
 
 
 @shared_task(bind=True, soft_time_limit=CHUNK_SOFT_TIME_LIMIT,
-             time_limit=CHUNK_SOFT_TIME_LIMIT + 30)
+             time_limit=CHUNK_TIME_LIMIT)
 def refresh_accounts(self, account_ids: list[int]) -> dict[str, int]:  # noqa: ANN001
     """Refresh a chunk of accounts, REFRESH_CONCURRENCY at a time (ids only, never a
     token). A temporary failure is retried by its own `refresh_account` task after its

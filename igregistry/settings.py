@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -21,7 +22,26 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+class _Env(environ.Env):
+    """django-environ, saying which variable holds a number that is not one (rather than
+    a traceback ending in int()'s ValueError)."""
+
+    def int(self, var: str, default=environ.Env.NOTSET):  # noqa: ANN001, ANN201
+        try:
+            return super().int(var, default=default)
+        except ValueError:
+            raise ImproperlyConfigured(f"{var} must be a whole number, not "
+                                       f"{os.environ.get(var)!r}.") from None
+
+    def float(self, var: str, default=environ.Env.NOTSET):  # noqa: ANN001, ANN201
+        try:
+            return super().float(var, default=default)
+        except ValueError:
+            raise ImproperlyConfigured(f"{var} must be a number, not "
+                                       f"{os.environ.get(var)!r}.") from None
+
+
+env = _Env()
 # A `.env` beside manage.py is read when present; real environment variables win.
 env.read_env(BASE_DIR / ".env")
 

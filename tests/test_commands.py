@@ -634,3 +634,15 @@ def test_refresh_tokens_says_why_an_account_asked_for_is_left_alone(fake, login_
 def test_refresh_tokens_concurrency_out_of_range_is_refused(value, db):  # noqa: ANN001
     with pytest.raises(CommandError, match="--concurrency"):
         call_command("refresh_tokens", "--concurrency", value)
+
+
+def test_a_chunk_that_could_outlive_the_visibility_timeout_is_warned_about(settings):
+    from django.core.checks import run_checks
+
+    from accounts import tasks
+
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": tasks.CHUNK_TIME_LIMIT * 2}
+    assert not [w for w in run_checks() if w.id == "accounts.W001"]
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": tasks.CHUNK_TIME_LIMIT}
+    [warning] = [w for w in run_checks() if w.id == "accounts.W001"]
+    assert "CELERY_VISIBILITY_TIMEOUT" in warning.msg
