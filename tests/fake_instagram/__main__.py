@@ -24,6 +24,24 @@ DEMO_APPS = [
 ]
 
 
+CONTROL_API = """\
+control API of a running fake (JSON in and out; FakeInstagram in tests/fake_instagram/server.py
+has the same as methods):
+  POST /_fake/apps      {"client_id", "client_secret", "redirect_uris", "flavour"}  register an app
+  POST /_fake/users     {"username"}                       add a user
+  POST /_fake/tokens    {"client_id", "username", "kind", "age_days"}, or "usernames": [...]
+                                                           mint tokens as if issued age_days ago
+  POST /_fake/faults    {"path", "faults": [{"kind": "status"|"rate_limited"|"delay"|...}]}
+                                                           the next answers to path go wrong
+  POST /_fake/chaos     {"rate", "kinds", "seed"}          random faults on refresh calls
+  POST /_fake/revoke    {"username", "subcode"}            the owner removed the app
+  POST /_fake/settings  {"latency"}                        seconds before each answer
+  POST /_fake/clock     {"advance_seconds"}                move the fake's clock on
+  POST /_fake/reset     {}                                 forget everything
+  GET  /_fake/calls, /_fake/refreshes, /_fake/chaos, /_fake/clock
+"""
+
+
 def setup_demo(fake: FakeInstagram) -> None:
     """Register the two demo apps and the user ``demo_user``."""
     for client_id, secret, flavour, name in DEMO_APPS:
@@ -78,7 +96,9 @@ def mint(url: str, client_id: str, username: str, kind: str, age_days: float) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the sub-command."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_instagram")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_instagram", epilog=CONTROL_API,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the fake until Ctrl-C")
     p_serve.add_argument("--host", default="127.0.0.1")
