@@ -6,12 +6,28 @@ behaviour changes."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from accounts.instagram import Flavour, InstagramClient, MalformedAnswer, Usage
+from accounts.instagram import (
+    Flavour,
+    InstagramClient,
+    InstagramError,
+    MalformedAnswer,
+    Transient,
+    Usage,
+)
 from accounts.instagram.answers import (
     LONG_LIVED_SECONDS,
     MAX_EXPIRES_IN,
@@ -22,9 +38,13 @@ from accounts.instagram.answers import (
     valid_id,
     valid_permissions,
 )
-from tests.fake_instagram import FakeInstagram, Fault
+from accounts.instagram.transport import session_with_deadlines
+from accounts.instagram.usage import MAX_BODY_BYTES
+from tests.conftest import SECRETS
+from tests.fake_instagram import FakeInstagram, Fault, graph_error
 
 TOKEN = "IGAA" + "t" * 40
+CLIENT_ID, SECRET = SECRETS["instagram_login"]
 
 
 @pytest.fixture
@@ -148,3 +168,229 @@ def test_the_authorize_url_does_not_force_a_new_login_unless_asked():
         flavour=Flavour.INSTAGRAM_LOGIN, client_id="42", redirect_uri="https://x.test/cb",
         scopes=["instagram_business_basic"], state="st")
     assert parse_qs(urlsplit(url).query)["force_authentication"] == ["0"]
+
+
+def test_a_default_client_talks_to_instagrams_own_hosts_with_its_documented_timeouts():
+    client = InstagramClient()
+    assert (client.api_url, client.www_url, client.graph_url) == (
+        "https://api.instagram.com", "https://www.instagram.com", "https://graph.instagram.com")
+    assert (client.transport.timeout, client.transport.deadline) == ((5.0, 20.0), 30.0)
+
+
+def test_configured_hosts_lose_their_trailing_slashes_and_nothing_else():
+    client = InstagramClient(api_url="http://api.testX/", www_url="http://www.testX//",
+                             graph_url="http://graph.testX/")
+    kwargs = {"client_id": "1", "redirect_uri": "https://x.test/cb", "state": "s"}
+    basic = client.authorize_url(flavour=Flavour.BASIC_DISPLAY, scopes=["user_profile"],
+                                 **kwargs)
+    login = client.authorize_url(flavour=Flavour.INSTAGRAM_LOGIN,
+                                 scopes=["instagram_business_basic"], **kwargs)
+    assert basic.startswith("http://api.testX/oauth/authorize?")
+    assert login.startswith("http://www.testX/oauth/authorize?")
+    assert client.graph_url == "http://graph.testX"
+
+
+def test_a_graph_url_with_a_trailing_slash_reaches_the_endpoints(fake):
+    fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
+    token = fake.mint_token(client_id=CLIENT_ID, username="shop", kind="long")
+    client = InstagramClient(graph_url=fake.url + "/", read_timeout=0.5)
+    assert client.me(access_token=token).username == "shop"
+    assert [call.raw_path for call in fake.calls("/me")] == ["/me"]
+
+
+def test_a_client_given_a_session_sends_through_it(fake):
+    fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
+    token = fake.mint_token(client_id=CLIENT_ID, username="shop", kind="long")
+    session = session_with_deadlines()
+    session.headers["X-Registry-Worker"] = "worker-7"
+    client = InstagramClient(graph_url=fake.url, read_timeout=0.5, session=session)
+    assert client.session is session
+    client.me(access_token=token)
+    assert fake.calls("/me")[-1].headers.get("X-Registry-Worker") == "worker-7"
+
+
+def echoing_refusal(endpoint: str, *values: str) -> Fault:
+    """Instagram's refusal of `endpoint` quoting `values` bare (not as `key=value`)."""
+    text = "Rejected " + " and ".join(values)
+    if endpoint == "/oauth/access_token":  # the api host's flat shape
+        return json_fault(json.dumps({"error_type": "OAuthException", "code": 400,
+                                      "error_message": text}), 400)
+    return graph_error(100, message=text)
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/access_token", "/access_token",
+                                      "/refresh_access_token", "/me"])
+def test_every_call_masks_its_own_secrets_when_a_refusal_quotes_them(fake, client, endpoint):
+    token, secret = "IGAA" + secrets.token_urlsafe(60), "app-secret-" + secrets.token_hex(16)
+    code = "AQ" + secrets.token_urlsafe(60)
+    calls = {
+        "/oauth/access_token": ((secret, code), lambda: client.exchange_code(
+            client_id="1", client_secret=secret, redirect_uri="https://x.test/cb",
+            code=code + "#_")),
+        "/access_token": ((secret, token), lambda: client.exchange_for_long_lived(
+            client_secret=secret, access_token=token)),
+        "/refresh_access_token": ((token,), lambda: client.refresh(access_token=token)),
+        "/me": ((token,), lambda: client.me(access_token=token)),
+    }
+    values, call = calls[endpoint]
+    fake.inject(endpoint, echoing_refusal(endpoint, *values))
+    with pytest.raises(InstagramError) as caught:
+        call()
+    shown = str(caught.value)
+    assert shown.startswith("Rejected [redacted]"), shown
+    for value in values:
+        assert value not in shown and value[-12:] not in shown
+
+
+def test_the_long_lived_swap_reports_instagrams_usage(fake, client):
+    fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
+    short = fake.mint_token(client_id=CLIENT_ID, username="shop", kind="short")
+    fake.usage_headers = {"X-App-Usage": json.dumps({"call_count": 61})}
+    token = client.exchange_for_long_lived(client_secret=SECRET, access_token=short)
+    assert token.usage == Usage(percent=61)
+    assert fake.accepts(token.access_token)
+
+
+# --- transport ------------------------------------------------------------------------
+
+
+def token_body(size: int) -> bytes:
+    """A refresh answer of exactly `size` bytes (padded)."""
+    head = json.dumps({"access_token": TOKEN, "expires_in": 86400, "padding": ""})
+    body = head[:-2] + "x" * (size - len(head)) + '"}'
+    assert len(body) == size
+    return body.encode()
+
+
+def test_an_answer_of_exactly_the_size_bound_is_read_whole(fake, client):
+    """64 KiB, in many reads (each at most 8 KiB): all of it, in order."""
+    fake.inject("/refresh_access_token",
+                Fault("status", 200, token_body(MAX_BODY_BYTES), "application/json"))
+    token = client.refresh(access_token=TOKEN)
+    assert (token.access_token, token.expires_in) == (TOKEN, 86400)
+
+
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 5 * MAX_BODY_BYTES])
+def test_an_answer_over_the_size_bound_is_a_temporary_failure_not_a_malformed_one(
+        fake, client, size):
+    fake.inject("/refresh_access_token",
+                Fault("status", 200, token_body(size), "application/json"))
+    with pytest.raises(Transient) as caught:
+        client.refresh(access_token=TOKEN)
+    assert type(caught.value) is Transient
+    assert "too large" in str(caught.value)
+
+
+def test_bytes_that_are_not_utf8_beside_the_token_do_not_spoil_the_answer(fake, client):
+    body = (b'{"access_token": "' + TOKEN.encode() + b'", "expires_in": 86400, '
+            b'"note": "caf\xe9 \xff\xfe"}')
+    fake.inject("/refresh_access_token", Fault("status", 200, body, "application/json"))
+    token = client.refresh(access_token=TOKEN)
+    assert (token.access_token, token.expires_in) == (TOKEN, 86400)
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None], *, tls: ssl.SSLContext | None = None):
+    """A one-connection-at-a-time HTTP server that reads a request and calls `answer`
+    with the connection; yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                conn.settimeout(5)
+                if tls is not None:
+                    conn = tls.wrap_socket(conn, server_side=True)
+                conn.recv(65536)
+                answer(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    scheme = "https" if tls else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}", stop
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_an_oversize_answer_is_refused_as_soon_as_the_bound_is_passed():
+    """Headers promising a megabyte, 100 KB sent, then nothing: the call stops at the bound,
+    it does not wait for the rest (nor for its deadline)."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000\r\n\r\n" + b"x" * 100_000)
+        stop.wait(3)
+
+    with raw_server(answer) as (url, stop):
+        client = InstagramClient(graph_url=url, connect_timeout=1, read_timeout=2, deadline=2)
+        started = time.monotonic()
+        with pytest.raises(Transient) as caught:
+            client.refresh(access_token=TOKEN)
+        elapsed = time.monotonic() - started
+    assert "too large" in str(caught.value)
+    assert elapsed < 1.5, elapsed
+
+
+def self_signed(tmp_path) -> tuple[ssl.SSLContext, str]:
+    """A TLS server context for 127.0.0.1 and the path of its certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, str(cert_path)
+
+
+def test_the_deadline_holds_over_https_too(tmp_path):
+    """Instagram is reached over HTTPS: a server trickling its answer one byte every 0.1 s
+    (for 4 s, then it hangs up) is cut off at the 1 s deadline there as well."""
+    context, cert = self_signed(tmp_path)
+
+    def answer(conn: socket.socket) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99":
+            if stop.wait(0.1):
+                return
+            conn.sendall(bytes([byte]))
+
+    with raw_server(answer, tls=context) as (url, stop):
+        session = session_with_deadlines()
+        # Trust this certificate only (an environment's REQUESTS_CA_BUNDLE would win).
+        session.trust_env, session.verify = False, cert
+        client = InstagramClient(graph_url=url, connect_timeout=1, read_timeout=1,
+                                 deadline=1, session=session)
+        started = time.monotonic()
+        with pytest.raises(Transient) as caught:
+            client.refresh(access_token=TOKEN)
+        elapsed = time.monotonic() - started
+    assert "within 1 s" in str(caught.value)
+    assert elapsed < 2.5, elapsed
