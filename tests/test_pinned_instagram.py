@@ -198,6 +198,12 @@ def test_a_graph_url_with_a_trailing_slash_reaches_the_endpoints(fake):
     assert [call.raw_path for call in fake.calls("/me")] == ["/me"]
 
 
+def test_the_client_names_itself_to_instagram(fake, client):
+    fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
+    client.me(access_token=fake.mint_token(client_id=CLIENT_ID, username="shop"))
+    assert fake.calls("/me")[-1].headers.get("User-Agent") == "igregistry/1"
+
+
 def test_a_client_given_a_session_sends_through_it(fake):
     fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
     token = fake.mint_token(client_id=CLIENT_ID, username="shop", kind="long")
@@ -388,6 +394,31 @@ def test_the_deadline_holds_over_https_too(tmp_path):
         session.trust_env, session.verify = False, cert
         client = InstagramClient(graph_url=url, connect_timeout=1, read_timeout=1,
                                  deadline=1, session=session)
+        started = time.monotonic()
+        with pytest.raises(Transient) as caught:
+            client.refresh(access_token=TOKEN)
+        elapsed = time.monotonic() - started
+    assert "within 1 s" in str(caught.value)
+    assert elapsed < 2.5, elapsed
+
+
+def test_the_deadline_holds_on_a_kept_alive_connection():
+    """The second call reuses the first call's connection (no new connect): the deadline
+    still cuts it off when the server trickles the second answer."""
+    fast = json.dumps({"access_token": TOKEN, "expires_in": 86400}).encode()
+
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(fast), fast))
+        conn.recv(65536)  # the second request, on the same connection
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99":
+            if stop.wait(0.1):
+                return
+            conn.sendall(bytes([byte]))
+
+    with raw_server(answer) as (url, stop):
+        client = InstagramClient(graph_url=url, connect_timeout=1, read_timeout=1, deadline=1)
+        assert client.refresh(access_token=TOKEN).expires_in == 86400
         started = time.monotonic()
         with pytest.raises(Transient) as caught:
             client.refresh(access_token=TOKEN)
