@@ -11,11 +11,14 @@ import json
 import secrets
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -425,3 +428,44 @@ def test_the_deadline_holds_on_a_kept_alive_connection():
         elapsed = time.monotonic() - started
     assert "within 1 s" in str(caught.value)
     assert elapsed < 2.5, elapsed
+
+
+def test_a_call_in_flight_does_not_hold_up_the_process_exit():
+    """A worker that exits while a call waits on Instagram exits at once: the deadline's
+    watchdog is no reason to stay (the call's deadline here is 20 s)."""
+
+    def answer(conn: socket.socket) -> None:
+        stop.wait(10)  # says nothing
+
+    script = (
+        "import sys, threading, time\n"
+        "from accounts.instagram import InstagramClient\n"
+        "client = InstagramClient(graph_url=sys.argv[1], read_timeout=20, deadline=20)\n"
+        "threading.Thread(target=client.refresh, kwargs={'access_token': 'IGAA' + 'x' * 40},\n"
+        "                 daemon=True).start()\n"
+        "time.sleep(0.5)\n"
+    )
+    with raw_server(answer) as (url, stop):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", script, url], check=True, timeout=30,
+                       cwd=Path(__file__).resolve().parent.parent)
+        elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed
+
+
+def test_a_redirect_is_not_followed(fake, client):
+    """An answer that sends the call elsewhere is a refusal: the token is not carried on."""
+    fake.add_app(CLIENT_ID, SECRET, ["https://x.test/cb"], flavour="instagram_login")
+    token = fake.mint_token(client_id=CLIENT_ID, username="shop")
+    fake.inject("/refresh_access_token", Fault(
+        "status", 302, b"", headers=(("Location", f"{fake.url}/me?fields=id,username"),)))
+    with pytest.raises(InstagramError) as caught:
+        client.refresh(access_token=token)
+    assert caught.value.status == 302
+    assert fake.calls("/me") == []
+
+
+def test_a_session_with_deadlines_also_works_outside_a_call(fake):
+    session = session_with_deadlines()
+    answer = session.get(f"{fake.url}/me", params={"access_token": "unknown"}, timeout=2)
+    assert answer.status_code == 400 and "error" in answer.json()
