@@ -28,6 +28,8 @@ from accounts.instagram import (
     InstagramClient,
     InstagramError,
     MalformedAnswer,
+    RateLimited,
+    TokenInvalid,
     Transient,
     Usage,
 )
@@ -41,8 +43,18 @@ from accounts.instagram.answers import (
     valid_id,
     valid_permissions,
 )
+from accounts.instagram.errors import MAX_CODE, MESSAGE_CHARS, error_from
 from accounts.instagram.transport import session_with_deadlines
-from accounts.instagram.usage import MAX_BODY_BYTES
+from accounts.instagram.usage import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_PERCENT,
+    MAX_REGAIN_MINUTES,
+    as_int,
+    json_depth_ok,
+    loads_bounded,
+)
 from tests.conftest import SECRETS
 from tests.fake_instagram import FakeInstagram, Fault, graph_error
 
@@ -469,3 +481,238 @@ def test_a_session_with_deadlines_also_works_outside_a_call(fake):
     session = session_with_deadlines()
     answer = session.get(f"{fake.url}/me", params={"access_token": "unknown"}, timeout=2)
     assert answer.status_code == 400 and "error" in answer.json()
+
+
+# --- usage: bounded JSON, integers, the usage headers ----------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_json_nested_up_to_twenty_deep_is_read_deeper_is_not():
+    assert json_depth_ok(nested(MAX_JSON_DEPTH)) and not json_depth_ok(nested(21))
+    assert loads_bounded(nested(20)) is not None and loads_bounded(nested(21)) is None
+    assert loads_bounded('{"a": ' * 20 + "1" + "}" * 20) is not None
+    assert loads_bounded('{"a": ' * 21 + "1" + "}" * 21) is None
+    # Depth is nesting, not the number of brackets: many siblings are fine.
+    assert loads_bounded("[" + ",".join([nested(20)] * 30) + "]") is None
+    assert loads_bounded("[" + ",".join([nested(19)] * 30) + "]") is not None
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    inside = "[" * 40 + "{" * 40
+    assert loads_bounded(json.dumps([inside])) == [inside]
+    # An escaped quote does not end the string; the brackets after it are still inside.
+    quoted = 'say \\"' + "[" * 30
+    assert loads_bounded('["' + quoted + '"]') == ['say "' + "[" * 30]
+    # An escaped backslash does end the escape: the quote after it closes the string, so
+    # the brackets that follow are real and too deep.
+    assert loads_bounded('["a\\\\", ' + nested(20) + "]") is None
+    assert loads_bounded('["a\\\\", ' + nested(19) + "]") == ["a\\", json.loads(nested(19))]
+
+
+def test_loads_bounded_size_bound_and_long_integers():
+    assert loads_bounded('"' + "x" * 98 + '"', max_chars=100) == "x" * 98
+    assert loads_bounded('"' + "x" * 99 + '"', max_chars=100) is None
+    assert loads_bounded("") is None and loads_bounded(None) is None
+    assert loads_bounded("{not json") is None
+    assert loads_bounded("1" * 64) == int("1" * 64)
+    assert loads_bounded("1" * 65) == "1" * 65  # too long for an int: kept as text
+    assert loads_bounded("[" + "9" * 5000 + "]") == ["9" * 5000]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (7, 7), (-7, -7), ("7", 7), (" 42 ", 42), ("+5", 5), ("-5", -5), ("0", 0),
+    ("9" * 20, int("9" * 20)), ("9" * 21, None), ("", None), ("+", None), ("-", None),
+    ("1.5", None), ("1e3", None), ("٣", None), ("²", None), (True, None), (False, None),
+    (1.0, None), (None, None), ([1], None),
+])
+def test_as_int_takes_only_integers(value, expected):
+    assert as_int(value) == expected
+    assert type(as_int(value)) is (int if expected is not None else type(None))
+
+
+def test_as_int_bounds_are_inclusive():
+    assert [as_int(n, low=1, high=3) for n in (0, 1, 3, 4)] == [None, 1, 3, None]
+    assert as_int("3", low=3, high=3) == 3 and as_int("4", high=3) is None
+    assert as_int(-1, low=0) is None and as_int(10**9, low=0) == 10**9
+
+    class Count(int):
+        pass
+
+    assert type(as_int(Count(5))) is int
+
+
+def app_usage(**values) -> dict[str, str]:
+    return {"X-App-Usage": json.dumps(values)}
+
+
+def business_usage(*entries) -> dict[str, str]:
+    return {"X-Business-Use-Case-Usage": json.dumps({"17841400000000001": list(entries)})}
+
+
+def test_usage_percentages_each_quota_counted_and_bounded():
+    for key in ("call_count", "total_cputime", "total_time"):
+        assert Usage.from_headers(app_usage(**{key: 77})) == Usage(percent=77)
+        assert Usage.from_headers(business_usage({key: 66})) == Usage(percent=66)
+    assert Usage.from_headers(app_usage(call_count=-20)) == Usage(percent=0)
+    assert Usage.from_headers(business_usage(
+        {"call_count": -20, "total_cputime": -5, "total_time": "-1"})) == Usage(percent=0)
+    assert Usage.from_headers(app_usage(call_count="55")) == Usage(percent=55)
+    assert Usage.from_headers(app_usage(call_count=10**6)) == Usage(percent=MAX_PERCENT)
+    assert Usage.from_headers(app_usage(call_count=MAX_PERCENT)).percent == MAX_PERCENT
+    assert Usage.from_headers(app_usage()) == Usage(percent=0, regain_seconds=None)
+
+
+def test_usage_regain_time_in_seconds_bounded_to_a_day():
+    def regain(minutes):
+        return Usage.from_headers(business_usage(
+            {"call_count": 100, "estimated_time_to_regain_access": minutes})).regain_seconds
+
+    assert regain(5) == 300 and regain("2") == 120
+    assert regain(0) is None and regain(-5) is None and regain("soon") is None
+    assert regain(MAX_REGAIN_MINUTES) == regain(10**6) == MAX_REGAIN_MINUTES * 60
+    # The longest wait of all the entries.
+    assert Usage.from_headers(business_usage(
+        {"estimated_time_to_regain_access": 3}, {"estimated_time_to_regain_access": 9},
+        {"estimated_time_to_regain_access": 4})).regain_seconds == 540
+
+
+def test_usage_entries_of_another_shape_are_skipped_not_fatal():
+    header = {"X-Business-Use-Case-Usage": json.dumps({
+        "1": "not a list", "2": ["not an object", 7, {"call_count": 35}],
+        "3": [{"total_time": 12, "estimated_time_to_regain_access": 1}]})}
+    assert Usage.from_headers(header) == Usage(percent=35, regain_seconds=60)
+    # Only a readable object counts as a header at all.
+    assert Usage.from_headers({"X-App-Usage": "[1, 2]"}) is None
+    assert Usage.from_headers({"X-Business-Use-Case-Usage": "[]"}) is None
+    assert Usage.from_headers({"X-Business-Use-Case-Usage": "{}"}) == Usage(percent=0)
+    assert Usage.from_headers({"X-App-Usage": "[]", **business_usage({"call_count": 8})}) \
+        == Usage(percent=8)
+    assert Usage.from_headers({**app_usage(call_count=8), "X-Business-Use-Case-Usage": "7"}) \
+        == Usage(percent=8)
+
+
+def test_a_usage_header_over_its_size_bound_is_ignored():
+    padding = " " * (MAX_HEADER_CHARS - len(json.dumps({"call_count": 50})))
+    fits = json.dumps({"call_count": 50}) + padding
+    assert len(fits) == MAX_HEADER_CHARS
+    assert Usage.from_headers({"X-App-Usage": fits}) == Usage(percent=50)
+    assert Usage.from_headers({"X-App-Usage": fits + " "}) is None
+
+
+# --- errors: Instagram's refusals as exceptions -----------------------------------------
+
+USAGE = Usage(percent=100, regain_seconds=300)
+
+
+def graph_body(code=None, subcode=None, message="Something went wrong") -> dict:
+    error = {"message": message, "type": "OAuthException"}
+    if code is not None:
+        error["code"] = code
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
+
+
+@pytest.mark.parametrize(("code", "http_status", "kind"), [
+    (190, 400, TokenInvalid), (10, 400, TokenInvalid), (200, 403, TokenInvalid),
+    (299, 400, TokenInvalid), ("190", 400, TokenInvalid), (300, 400, InstagramError),
+    (199, 400, InstagramError), (100, 400, InstagramError), (None, 400, InstagramError),
+    (4, 400, RateLimited), (17, 400, RateLimited), (32, 400, RateLimited),
+    (613, 400, RateLimited), (80002, 400, RateLimited), (100, 429, RateLimited),
+    (190, 429, TokenInvalid), (1, 400, Transient), (2, 400, Transient), (100, 500, Transient),
+    (100, 503, Transient), (100, 499, InstagramError), (3, 400, InstagramError),
+    (MAX_CODE + 190, 400, InstagramError),
+])
+def test_graph_errors_are_classified_by_code_then_status(code, http_status, kind):
+    exc = error_from(http_status, graph_body(code, 460), USAGE, "/me", ())
+    assert type(exc) is kind
+    assert (exc.status, exc.usage, exc.message) == (http_status, USAGE, "Something went wrong")
+    assert exc.code == (as_int(code, low=0, high=MAX_CODE))
+    assert exc.subcode == 460
+
+
+def test_graph_error_codes_and_subcodes_are_32_bit_integers():
+    exc = error_from(400, graph_body(MAX_CODE, MAX_CODE), None, "/me", ())
+    assert (exc.code, exc.subcode) == (MAX_CODE, MAX_CODE)
+    exc = error_from(400, graph_body(MAX_CODE + 1, -1), None, "/me", ())
+    assert (exc.code, exc.subcode) == (None, None)
+    exc = error_from(400, graph_body("17", "463"), None, "/me", ())
+    assert (type(exc), exc.code, exc.subcode) == (RateLimited, 17, 463)
+
+
+def test_a_graph_error_without_a_message_gets_one():
+    for message in (None, "", 42, ["x"]):
+        exc = error_from(400, graph_body(190, message=message), None, "/me", ())
+        assert type(exc) is TokenInvalid and isinstance(exc.message, str) and exc.message
+
+
+@pytest.mark.parametrize(("http_status", "kind"), [
+    (400, InstagramError), (499, InstagramError), (429, RateLimited), (500, Transient),
+    (502, Transient),
+])
+def test_the_flat_error_shape_of_the_code_exchange(http_status, kind):
+    body = {"error_type": "OAuthException", "code": 400,
+            "error_message": "Matching code was not found or was already used"}
+    exc = error_from(http_status, body, USAGE, "/oauth/access_token", ())
+    assert type(exc) is kind
+    assert (exc.status, exc.code, exc.usage) == (http_status, 400, USAGE)
+    assert exc.message == "Matching code was not found or was already used"
+
+
+def test_the_flat_shape_falls_back_to_the_error_type_then_a_word():
+    exc = error_from(400, {"error_type": "OAuthException"}, None, "/oauth/access_token", ())
+    assert (type(exc), exc.message, exc.code) == (InstagramError, "OAuthException", None)
+    exc = error_from(400, {"error_message": "", "error_type": ""}, None, "/x", ())
+    assert type(exc) is InstagramError and exc.message and isinstance(exc.message, str)
+    exc = error_from(400, {"error_message": 5, "code": "9"}, None, "/x", ())
+    assert (type(exc), exc.code) == (InstagramError, 9) and isinstance(exc.message, str)
+
+
+@pytest.mark.parametrize(("http_status", "body", "kind"), [
+    (429, None, RateLimited), (500, None, Transient), (599, "<html>", Transient),
+    (200, None, MalformedAnswer), (299, ["a list"], MalformedAnswer),
+    (200, {"error": "a string"}, MalformedAnswer), (300, None, InstagramError),
+    (199, None, InstagramError), (404, {"other": 1}, InstagramError),
+    (499, None, InstagramError),
+])
+def test_an_answer_of_no_known_error_shape_is_classified_by_status(http_status, body, kind):
+    exc = error_from(http_status, body, USAGE, "/me", ())
+    assert type(exc) is kind
+    assert (exc.status, exc.code, exc.usage) == (http_status, None, USAGE)
+    assert "/me" in exc.message
+
+
+def test_a_rate_limit_says_how_long_when_instagram_did():
+    exc = error_from(429, graph_body(4), USAGE, "/me", ())
+    assert exc.retry_after == 300
+    assert error_from(429, graph_body(4), None, "/me", ()).retry_after is None
+    assert error_from(429, graph_body(4), Usage(percent=100), "/me", ()).retry_after is None
+
+
+def test_error_text_shows_code_subcode_and_status():
+    assert str(error_from(400, graph_body(190, 460, "Gone"), None, "/me", ())) == \
+        "Gone (code 190/460) [HTTP 400]"
+    assert str(error_from(400, graph_body(190, None, "Gone"), None, "/me", ())) == \
+        "Gone (code 190) [HTTP 400]"
+    assert str(InstagramError("Plain")) == "Plain"
+    assert str(InstagramError("Coded", code=0)) == "Coded (code 0)"
+
+
+def test_secrets_in_an_error_message_masked_cut_and_made_printable():
+    six, five = "abc123", "abc12"
+    exc = error_from(400, graph_body(100, message=f"bad {six} and {five}"), None, "/me",
+                     (six, five, ""))
+    assert exc.message == f"bad [redacted] and {five}"  # short values are not masked
+    exc = error_from(400, graph_body(100, message="line\none\x1b[2J\x00end"), None, "/me", ())
+    assert exc.message == "line one [2J end"
+    exc = error_from(400, graph_body(100, message="y" * 290 + " " + six * 3), None, "/me",
+                     (six,))
+    assert exc.message == ("y" * 290 + " [redacted]")[:MESSAGE_CHARS]
+    assert len(error_from(400, graph_body(100, message="z" * 1000), None, "/me", ())
+               .message) == MESSAGE_CHARS
+    exc = error_from(400, {"error_message": f"use access_token={six}xyz please"}, None,
+                     "/oauth/access_token", ())
+    assert exc.message == "use access_token=[redacted] please"
