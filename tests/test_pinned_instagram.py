@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import ssl
@@ -24,14 +25,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from accounts.instagram import (
+    CallbackParams,
     Flavour,
     InstagramClient,
     InstagramError,
     MalformedAnswer,
     RateLimited,
+    RedactSecretsFilter,
     TokenInvalid,
     Transient,
     Usage,
+    mask,
+    parse_callback,
+    parse_pasted,
+    redact_secrets,
 )
 from accounts.instagram.answers import (
     LONG_LIVED_SECONDS,
@@ -43,6 +50,7 @@ from accounts.instagram.answers import (
     valid_id,
     valid_permissions,
 )
+from accounts.instagram.callback import MAX_PARAM_CHARS
 from accounts.instagram.errors import MAX_CODE, MESSAGE_CHARS, error_from
 from accounts.instagram.transport import session_with_deadlines
 from accounts.instagram.usage import (
@@ -716,3 +724,118 @@ def test_secrets_in_an_error_message_masked_cut_and_made_printable():
     exc = error_from(400, {"error_message": f"use access_token={six}xyz please"}, None,
                      "/oauth/access_token", ())
     assert exc.message == "use access_token=[redacted] please"
+
+
+# --- callback: the redirect and pasted URLs ---------------------------------------------
+
+
+def test_a_code_or_state_of_at_most_2048_characters_is_kept_a_longer_one_dropped():
+    ok, long = "A" * MAX_PARAM_CHARS, "A" * (MAX_PARAM_CHARS + 1)
+    assert parse_callback({"code": ok, "state": ok}) == CallbackParams(ok, ok, None, None)
+    assert parse_callback({"code": long, "state": long}) == CallbackParams(None, None, None,
+                                                                           None)
+    assert parse_pasted(ok).code == ok and parse_pasted(long).code is None
+
+
+@pytest.mark.parametrize(("char", "kept"), [
+    ("\x00", False), ("\x1f", False), (" ", True), ("~", True), ("\x7f", False),
+    ("\x85", False), ("\x9f", False), ("\xa0", True), ("é", True),
+])
+def test_a_code_or_state_with_a_control_character_is_dropped(char, kept):
+    value = f"AQ{char}Bx"
+    params = parse_callback({"code": value, "state": value})
+    assert (params.code, params.state) == ((value, value) if kept else (None, None))
+
+
+def test_the_code_and_state_lose_the_fragment_instagram_appends():
+    params = parse_callback({"code": " AQBx#_ ", "state": "st-1#_"})
+    assert (params.code, params.state) == ("AQBx", "st-1")
+    assert parse_callback({"code": "#_", "state": "#_"}) == CallbackParams(None, None, None,
+                                                                           None)
+    assert parse_callback({}) == CallbackParams(None, None, None, None)
+
+
+def test_a_denial_is_kept_printable_and_bounded():
+    params = parse_callback({"error": "access_denied\x1b[2J\n" + "e" * 300,
+                             "error_reason": "user_denied",
+                             "error_description": " The user denied\x00 " + "d" * 600})
+    assert params.error == ("access_denied[2J" + "e" * 300)[:200]
+    assert params.error_description == (" The user denied " + "d" * 600)[:500].strip()
+    assert parse_callback({"error": "x", "error_reason": "user_denied"}).error_description \
+        == "user_denied"
+    assert parse_callback({"error": "\x00\n\t", "error_description": ""}) == \
+        CallbackParams(None, None, None, None)
+    # Cut first, then blanks stripped: what is left is never blank-ended.
+    assert parse_callback({"error": "e" * 199 + " x"}).error == "e" * 199
+
+
+@pytest.mark.parametrize(("text", "code", "state"), [
+    ("https://x.test/cb?code=AQBx&state=st#_", "AQBx", "st"),
+    ("http://x.test/cb?state=st&code=AQBx", "AQBx", "st"),
+    ("x.test/cb?code=AQBx&state=st", "AQBx", "st"),
+    ("https://x.test/cb?code=&state=st", None, "st"),
+    ("https://x.test/cb", None, None),
+    ("http://[bad/cb?code=AQBx", None, None),
+    ("  AQBx#_\n", "AQBx", None),
+    ("AQ\x07Bx", None, None),
+])
+def test_what_staff_paste(text, code, state):
+    params = parse_pasted(text)
+    assert (params.code, params.state, params.error, params.error_description) == (
+        code, state, None, None)
+
+
+# --- redaction --------------------------------------------------------------------------
+
+
+def test_mask_shows_the_last_four_characters_of_a_long_secret_only():
+    assert mask(None) == "" and mask("") == ""
+    assert mask("12345678") == "…"
+    assert mask("123456789") == "…6789"
+
+
+def test_redact_secrets_masks_each_secret_parameter_whatever_its_case():
+    text = "GET /x?ACCESS_TOKEN=abc&client_secret=s3&code=c0de&state=st&user=u 'signed_request=q'"
+    assert redact_secrets(text) == (
+        "GET /x?ACCESS_TOKEN=[redacted]&client_secret=[redacted]&code=[redacted]&"
+        "state=[redacted]&user=u 'signed_request=[redacted]'")
+
+
+def test_the_log_filter_rewrites_only_records_that_carry_a_secret():
+    log_filter = RedactSecretsFilter()
+    secret = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1,
+                               '"GET /me?access_token=%s HTTP/1.1" %s', ("IGAAsecret", 200),
+                               None)
+    assert log_filter.filter(secret) is True
+    assert (secret.msg, secret.args) == ('"GET /me?access_token=[redacted] HTTP/1.1" 200', None)
+    assert secret.getMessage() == '"GET /me?access_token=[redacted] HTTP/1.1" 200'
+
+    plain = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1, "%s calls", (3,), None)
+    assert log_filter.filter(plain) is True
+    assert (plain.msg, plain.args) == ("%s calls", (3,))
+
+    broken = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1, "%s and %s", ("a",),
+                               None)
+    assert log_filter.filter(broken) is True
+    assert (broken.msg, broken.args) == ("%s and %s", ("a",))
+
+
+def test_urllib3s_request_lines_pass_through_the_filter():
+    """Whatever logging the host application configured."""
+    captured = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            captured.append(record.getMessage())
+
+    logger = logging.getLogger("urllib3.connectionpool")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug('"%s %s %s" %s', "GET", "/refresh_access_token?access_token=IGAAsecret",
+                     "HTTP/1.1", 200)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert captured == ['"GET /refresh_access_token?access_token=[redacted] HTTP/1.1" 200']
