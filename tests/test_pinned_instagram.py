@@ -64,7 +64,7 @@ from accounts.instagram.usage import (
     loads_bounded,
 )
 from tests.conftest import SECRETS
-from tests.fake_instagram import FakeInstagram, Fault, graph_error
+from tests.fake_instagram import FakeInstagram, Fault, delay, graph_error
 
 TOKEN = "IGAA" + "t" * 40
 CLIENT_ID, SECRET = SECRETS["instagram_login"]
@@ -839,3 +839,20 @@ def test_urllib3s_request_lines_pass_through_the_filter():
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert captured == ['"GET /refresh_access_token?access_token=[redacted] HTTP/1.1" 200']
+
+
+def test_a_temporary_failure_says_which_one_it_was(fake, client):
+    """Unreachable, too slow to answer, or cut off by the deadline: three diagnoses."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(Transient) as unreachable:
+        InstagramClient(graph_url=f"http://127.0.0.1:{port}").refresh(access_token=TOKEN)
+    assert str(unreachable.value) == (
+        "Could not reach Instagram for /refresh_access_token (ConnectionError).")
+
+    fake.inject("/refresh_access_token", delay(1.5))
+    slow = InstagramClient(graph_url=fake.url, read_timeout=0.3, deadline=5)
+    with pytest.raises(Transient) as timed_out:
+        slow.refresh(access_token=TOKEN)
+    assert str(timed_out.value) == "Instagram did not answer /refresh_access_token in time."
