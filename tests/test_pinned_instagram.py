@@ -518,6 +518,9 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
     # the brackets that follow are real and too deep.
     assert loads_bounded('["a\\\\", ' + nested(20) + "]") is None
     assert loads_bounded('["a\\\\", ' + nested(19) + "]") == ["a\\", json.loads(nested(19))]
+    # The first character of the first string is not escaped by anything before it.
+    assert loads_bounded('["", ' + nested(20) + "]") is None
+    assert loads_bounded('["", ' + nested(19) + "]") == ["", json.loads(nested(19))]
 
 
 def test_loads_bounded_size_bound_and_long_integers():
@@ -533,7 +536,8 @@ def test_loads_bounded_size_bound_and_long_integers():
 @pytest.mark.parametrize(("value", "expected"), [
     (7, 7), (-7, -7), ("7", 7), (" 42 ", 42), ("+5", 5), ("-5", -5), ("0", 0),
     ("9" * 20, int("9" * 20)), ("9" * 21, None), ("", None), ("+", None), ("-", None),
-    ("1.5", None), ("1e3", None), ("٣", None), ("²", None), (True, None), (False, None),
+    ("1.5", None), ("1e3", None), ("٣", None), ("²", None), ("X5", None), ("+-5", None),
+    ("5-", None), (True, None), (False, None),
     (1.0, None), (None, None), ([1], None),
 ])
 def test_as_int_takes_only_integers(value, expected):
