@@ -506,6 +506,9 @@ def test_json_nested_up_to_twenty_deep_is_read_deeper_is_not():
     # Depth is nesting, not the number of brackets: many siblings are fine.
     assert loads_bounded("[" + ",".join([nested(20)] * 30) + "]") is None
     assert loads_bounded("[" + ",".join([nested(19)] * 30) + "]") is not None
+    # Closing a bracket goes back one level, not to the top nor two down.
+    assert loads_bounded("[[[]," + nested(19) + "]]") is None
+    assert loads_bounded("[[[]," + nested(18) + "]]") == [[[], json.loads(nested(18))]]
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting():
