@@ -596,7 +596,7 @@ def test_usage_regain_time_in_seconds_bounded_to_a_day():
 
 def test_usage_entries_of_another_shape_are_skipped_not_fatal():
     header = {"X-Business-Use-Case-Usage": json.dumps({
-        "1": "not a list", "2": ["not an object", 7, {"call_count": 35}],
+        "1": "not a list", "2": ["not an object", 7, {"call_count": 35}], "4": 7, "5": None,
         "3": [{"total_time": 12, "estimated_time_to_regain_access": 1}]})}
     assert Usage.from_headers(header) == Usage(percent=35, regain_seconds=60)
     # Only a readable object counts as a header at all.
@@ -615,6 +615,10 @@ def test_a_usage_header_over_its_size_bound_is_ignored():
     assert len(fits) == MAX_HEADER_CHARS
     assert Usage.from_headers({"X-App-Usage": fits}) == Usage(percent=50)
     assert Usage.from_headers({"X-App-Usage": fits + " "}) is None
+    business = json.dumps({"1": [{"call_count": 50}]})
+    fits = business + " " * (MAX_HEADER_CHARS - len(business))
+    assert Usage.from_headers({"X-Business-Use-Case-Usage": fits}) == Usage(percent=50)
+    assert Usage.from_headers({"X-Business-Use-Case-Usage": fits + " "}) is None
 
 
 # --- errors: Instagram's refusals as exceptions -----------------------------------------
