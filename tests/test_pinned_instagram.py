@@ -658,6 +658,10 @@ def test_graph_error_codes_and_subcodes_are_32_bit_integers():
     assert (exc.code, exc.subcode) == (MAX_CODE, MAX_CODE)
     exc = error_from(400, graph_body(MAX_CODE + 1, -1), None, "/me", ())
     assert (exc.code, exc.subcode) == (None, None)
+    exc = error_from(400, graph_body(-1, MAX_CODE + 1), None, "/me", ())
+    assert (exc.code, exc.subcode) == (None, None)
+    exc = error_from(400, graph_body(0, 0), None, "/me", ())
+    assert (exc.code, exc.subcode) == (0, 0)
     exc = error_from(400, graph_body("17", "463"), None, "/me", ())
     assert (type(exc), exc.code, exc.subcode) == (RateLimited, 17, 463)
 
