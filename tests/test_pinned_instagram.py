@@ -700,6 +700,9 @@ def test_the_flat_shape_falls_back_to_the_error_type_then_a_word():
     assert type(exc) is InstagramError and exc.message and isinstance(exc.message, str)
     exc = error_from(400, {"error_message": 5, "code": "9"}, None, "/x", ())
     assert (type(exc), exc.code) == (InstagramError, 9) and isinstance(exc.message, str)
+    codes = [error_from(400, {"error_message": "m", "code": code}, None, "/x", ()).code
+             for code in (0, -1, MAX_CODE, MAX_CODE + 1)]
+    assert codes == [0, None, MAX_CODE, None]
 
 
 @pytest.mark.parametrize(("http_status", "body", "kind"), [
