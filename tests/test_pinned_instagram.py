@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import pickle
 import secrets
 import socket
 import ssl
@@ -882,3 +883,12 @@ def test_a_temporary_failure_says_which_one_it_was(fake, client):
     with pytest.raises(Transient) as timed_out:
         slow.refresh(access_token=TOKEN)
     assert str(timed_out.value) == "Instagram did not answer /refresh_access_token in time."
+
+
+def test_an_error_keeps_its_message_across_a_process_boundary():
+    """Exceptions travel pickled (a worker's result, a multiprocessing pool): rebuilt from
+    their arguments, they still have their message."""
+    exc = error_from(400, graph_body(190, message="Session expired"), None, "/me", ())
+    assert exc.args == ("Session expired",)
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (type(copy), str(copy)) == (TokenInvalid, "Session expired")
