@@ -885,10 +885,11 @@ def test_a_temporary_failure_says_which_one_it_was(fake, client):
     assert str(timed_out.value) == "Instagram did not answer /refresh_access_token in time."
 
 
-def test_an_error_keeps_its_message_across_a_process_boundary():
-    """Exceptions travel pickled (a worker's result, a multiprocessing pool): rebuilt from
-    their arguments, they still have their message."""
+def test_an_error_carries_its_message_as_its_argument():
+    """What reads an exception's arguments (its repr, Celery's record of a failed task, a
+    pickled copy) finds the message."""
     exc = error_from(400, graph_body(190, message="Session expired"), None, "/me", ())
     assert exc.args == ("Session expired",)
+    assert repr(exc) == "TokenInvalid('Session expired')"
     copy = pickle.loads(pickle.dumps(exc))
-    assert (type(copy), str(copy)) == (TokenInvalid, "Session expired")
+    assert (type(copy), copy.args, str(copy)) == (TokenInvalid, exc.args, str(exc))
