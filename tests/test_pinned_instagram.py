@@ -777,6 +777,8 @@ def test_a_code_or_state_with_a_control_character_is_dropped(char, kept):
 def test_the_code_and_state_lose_the_fragment_instagram_appends():
     params = parse_callback({"code": " AQBx#_ ", "state": "st-1#_"})
     assert (params.code, params.state) == ("AQBx", "st-1")
+    params = parse_callback({"code": "AQBx#one#_", "state": "st-1#two#_"})
+    assert (params.code, params.state) == ("AQBx", "st-1")  # cut at the first "#"
     assert parse_callback({"code": "#_", "state": "#_"}) == CallbackParams(None, None, None,
                                                                            None)
     assert parse_callback({}) == CallbackParams(None, None, None, None)
