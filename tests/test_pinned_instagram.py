@@ -1,8 +1,9 @@
 """Behaviours of the Instagram client package (`accounts.instagram`) no other test pinned
 down, found by mutation testing (README, "Mutation testing"; the survivors are classified
-in docs/mutation-survivors.md). Each test goes through the package's public API, the
-answer rules or the client against the fake Instagram over real HTTP, and fails when the
-behaviour changes."""
+in docs/mutation-survivors.md). Each test goes through the package's public API: the
+answer rules, or the client against the fake Instagram over real HTTP (against a small
+local server where the fake cannot misbehave that way: TLS, an answer stalled past the
+size bound, a trickle on a kept-alive connection), and fails when the behaviour changes."""
 
 from __future__ import annotations
 
