@@ -896,3 +896,22 @@ def test_an_error_carries_its_message_as_its_argument():
     assert repr(exc) == "TokenInvalid('Session expired')"
     copy = pickle.loads(pickle.dumps(exc))
     assert (type(copy), copy.args, str(copy)) == (TokenInvalid, exc.args, str(exc))
+
+
+@pytest.mark.parametrize(("http_status", "body", "kind"), [
+    (300, {"access_token": TOKEN, "expires_in": 86400}, InstagramError),
+    (200, {"access_token": TOKEN, "expires_in": 86400,
+           "error": {"code": 190, "message": "Session expired"}}, TokenInvalid),
+])
+def test_only_a_2xx_answer_without_an_error_is_an_answer(fake, client, http_status, body, kind):
+    fake.inject("/refresh_access_token", json_fault(json.dumps(body), http_status))
+    with pytest.raises(InstagramError) as caught:
+        client.refresh(access_token=TOKEN)
+    assert type(caught.value) is kind and caught.value.status == http_status
+
+
+def test_a_refusal_of_no_known_shape_names_the_endpoint(fake, client):
+    fake.inject("/refresh_access_token", json_fault('"no"', 404))
+    with pytest.raises(InstagramError) as caught:
+        client.refresh(access_token=TOKEN)
+    assert caught.value.message == "Instagram refused /refresh_access_token."
