@@ -30,7 +30,7 @@ tests_for() {
     alerts|alert_outbox) echo "test_alerts.py test_feed_never_dies.py $pinned" ;;
     keys) echo "test_encryption.py $pinned" ;;
     answers|client|transport|usage|errors|callback|flavours|redaction)
-      echo "test_instagram_client.py test_hostile_input.py test_oauth_flow.py test_fake_instagram.py $pinned" ;;
+      echo "test_instagram_client.py test_hostile_input.py test_oauth_flow.py test_fake_instagram.py $pinned test_pinned_instagram.py" ;;
     *) echo "unknown module: $1" >&2; return 1 ;;
   esac
 }
