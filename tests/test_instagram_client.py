@@ -739,14 +739,14 @@ def test_refresh_returns_what_came_back(fake: FakeInstagram, client: InstagramCl
 @pytest.fixture
 def environment(monkeypatch):  # noqa: ANN001
     """A clean proxy environment, read afresh by the transport (it caches per host)."""
-    from accounts.instagram.transport import environment_for
+    from accounts.instagram.transport import proxies_for
 
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
                  "all_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    environment_for.cache_clear()
+    proxies_for.cache_clear()
     yield monkeypatch
-    environment_for.cache_clear()
+    proxies_for.cache_clear()
 
 
 def test_calls_go_through_the_proxy_the_environment_names(fake, environment):  # noqa: ANN001
@@ -762,10 +762,10 @@ def test_calls_go_through_the_proxy_the_environment_names(fake, environment):  #
     assert client.refresh(access_token=token).access_token
     assert len(fake.calls("/refresh_access_token")) == 1
     # NO_PROXY names the host: the call goes direct, and the host does not resolve.
-    from accounts.instagram.transport import environment_for
+    from accounts.instagram.transport import proxies_for
 
     environment.setenv("NO_PROXY", "graph.instagram.invalid")
-    environment_for.cache_clear()
+    proxies_for.cache_clear()
     with pytest.raises(Transient, match="Could not reach Instagram"):
         client.refresh(access_token=token)
     assert len(fake.calls("/refresh_access_token")) == 1

@@ -120,21 +120,21 @@ def session_with_deadlines() -> requests.Session:
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "igregistry/1"
     # requests would read the environment (proxies, NO_PROXY, CA bundle, ~/.netrc) on
-    # every call, about a sixth of a refresh's CPU (bench/refresh.py --profile): the
-    # Transport reads it once per host instead (`environment_for`); no netrc for Instagram.
+    # every call, about a sixth of a refresh's CPU (bench/refresh.py --profile): the CA
+    # bundle is read here, once, and the proxies once per host (`proxies_for`); no netrc
+    # for Instagram.
     session.trust_env = False
+    session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                      or True)
     return session
 
 
 @functools.lru_cache(maxsize=16)
-def environment_for(origin: str) -> tuple[dict[str, str], str | bool]:
-    """What the environment says for calls to `origin` (scheme://host[:port]), read once
-    per process: the proxies (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, as requests
-    reads them) and the CA bundle to verify with (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else
-    certifi's)."""
-    proxies = requests.utils.get_environ_proxies(origin)
-    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return proxies, verify
+def proxies_for(origin: str) -> dict[str, str]:
+    """The proxies the environment names for calls to `origin` (scheme://host[:port]),
+    read once per process as requests reads them (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
+    NO_PROXY)."""
+    return requests.utils.get_environ_proxies(origin)
 
 
 class Transport:
@@ -161,14 +161,14 @@ class Transport:
         Transient (network, timeout, deadline, 5xx), MalformedAnswer or InstagramError."""
         parts = urlsplit(url)
         endpoint = parts.path
-        proxies, verify = environment_for(f"{parts.scheme}://{parts.netloc}")
+        proxies = proxies_for(f"{parts.scheme}://{parts.netloc}")
         failure: Transient | None = None
         with _Watch(self.deadline) as watch:
             token = _current.set(watch)
             try:
                 response = self.session.request(
                     method, url, params=params, data=data, timeout=self.timeout,
-                    allow_redirects=False, stream=True, proxies=proxies, verify=verify,
+                    allow_redirects=False, stream=True, proxies=proxies,
                 )
                 raw = _read_bounded(response)
             except _TooBig:
