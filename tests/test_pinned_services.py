@@ -1,0 +1,371 @@
+"""Behaviours of the OAuth flow, token storage and import that no other test pinned
+down, found by mutation testing (README, "Mutation testing"; the survivors are classified
+in docs/mutation-survivors.md). Each test goes through the public service functions, the
+callback view or the admin pages, and fails when the behaviour changes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import services
+from accounts.instagram import InstagramClient
+from accounts.models import Account, Event, OAuthState, PendingToken, Token
+from accounts.services import Actor, FlowError
+from accounts.services.oauth import pending_token_swap
+from tests.conftest import OTHER_SITE_URI, SECRETS, allow_at_fake, callback_path
+from tests.fake_instagram import graph_error, status
+
+CLIENT_ID = SECRETS["instagram_login"][0]
+EXCHANGE = "/oauth/access_token"
+SWAP = "/access_token"
+
+
+def back_link(account: Account) -> str:
+    """The error page's link back to the account's own page."""
+    return f'href="{reverse("admin:accounts_account_change", args=[account.pk])}"'
+
+
+# --- OAuth: the callback --------------------------------------------------------------
+
+
+def test_the_callback_records_the_person_on_every_event_of_the_flow(
+    admin_client, admin_user, login_account, fake
+):
+    assert admin_client.get(callback_path(admin_client, login_account)).status_code == 302
+    events = Event.objects.filter(account=login_account).order_by("pk")
+    assert [(e.action, e.outcome) for e in events] == [
+        ("authorize_start", "ok"), ("authorize", "ok"), ("export", "ok")]
+    assert {e.actor_user for e in events} == {admin_user}
+
+
+def test_a_refused_code_is_recorded_with_instagrams_words_and_the_page_leads_back(
+    admin_client, admin_user, login_account, fake
+):
+    fake.inject(EXCHANGE, status(400, '{"error_type": "OAuthException", "code": 400, '
+                                      '"error_message": "Invalid platform app"}'))
+    response = admin_client.get(callback_path(admin_client, login_account))
+    assert response.status_code == 400
+    assert back_link(login_account) in response.content.decode()
+    event = Event.objects.get(account=login_account, action="authorize")
+    assert (event.outcome, event.actor_user) == ("failed", admin_user)
+    assert "Invalid platform app" in event.message
+    assert not PendingToken.objects.exists()
+
+
+def test_a_denial_is_recorded_as_the_person_and_the_page_leads_back(
+    admin_client, admin_user, login_account, fake
+):
+    path = callback_path(admin_client, login_account)
+    state = path.split("state=")[1].split("&")[0]
+    query = f"state={state}&error=access_denied&error_description=Permissions+error"
+    response = admin_client.get(f"{reverse('oauth-callback')}?{query}")
+    assert response.status_code == 400
+    assert back_link(login_account) in response.content.decode()
+    event = Event.objects.get(account=login_account, action="authorize")
+    assert (event.outcome, event.actor_user) == ("denied", admin_user)
+
+
+def test_an_answer_without_a_code_leads_back_to_the_account(admin_client, login_account,
+                                                             fake):
+    path = callback_path(admin_client, login_account)
+    state = path.split("state=")[1].split("&")[0]
+    response = admin_client.get(f"{reverse('oauth-callback')}?state={state}")
+    assert response.status_code == 400
+    assert "no code" in response.content.decode()
+    assert back_link(login_account) in response.content.decode()
+    assert fake.calls(EXCHANGE) == []
+
+
+def test_a_flow_of_another_staff_user_names_its_account(fake, login_account, admin_user,
+                                                        django_user_model):
+    now = timezone.now()
+    url = services.oauth_start(account=login_account, user=admin_user, now=now)
+    params = dict(p.split("=", 1) for p in urlsplit(allow_at_fake(url)).query.split("&"))
+    colleague = django_user_model.objects.create_user("colleague", is_staff=True)
+    with pytest.raises(FlowError, match="another staff user") as refused:
+        services.oauth_callback(params=params, user=colleague, now=now)
+    assert refused.value.account == login_account
+
+
+def test_starting_a_flow_clears_the_states_expired_over_a_day_ago(fake, login_account,
+                                                                  admin_user):
+    now = timezone.now()
+    ttl = timedelta(seconds=django_settings.OAUTH_STATE_TTL_SECONDS)
+    day = timedelta(days=1)
+    for expired_ago in (day + timedelta(seconds=1), day, day - timedelta(seconds=1)):
+        services.oauth_start(account=login_account, user=admin_user,
+                             now=now - expired_ago - ttl)
+    services.oauth_start(account=login_account, user=admin_user, now=now)
+    kept = sorted(OAuthState.objects.values_list("expires_at", flat=True))
+    assert kept == [now - day, now - day + timedelta(seconds=1), now + ttl]
+
+
+def test_the_authorize_url_of_an_instagram_login_app(fake, login_account, admin_user,
+                                                     settings):
+    settings.INSTAGRAM_WWW_URL = "https://www.instagram.test"
+    settings.INSTAGRAM_API_URL = "https://api.instagram.test"
+    url = services.oauth_start(account=login_account, user=admin_user, now=timezone.now())
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == "https://www.instagram.test"
+    assert "enable_fb_login=0" in parts.query and "force_authentication=0" in parts.query
+
+
+def test_a_replayed_callback_leads_back_to_the_account(admin_client, login_account, fake):
+    path = callback_path(admin_client, login_account)
+    assert admin_client.get(path).status_code == 302
+    response = admin_client.get(path)
+    assert response.status_code == 400
+    assert "already used" in response.content.decode()
+    assert back_link(login_account) in response.content.decode()
+
+
+def test_a_state_expiring_this_instant_is_refused(fake, login_account, admin_user):
+    now = timezone.now()
+    ttl = timedelta(seconds=django_settings.OAUTH_STATE_TTL_SECONDS)
+    url = services.oauth_start(account=login_account, user=admin_user, now=now - ttl)
+    params = dict(p.split("=", 1) for p in urlsplit(allow_at_fake(url)).query.split("&"))
+    with pytest.raises(FlowError, match="expired") as refused:
+        services.oauth_callback(params=params, user=admin_user, now=now)
+    assert refused.value.account == login_account
+    assert fake.calls(EXCHANGE) == []
+    # A moment earlier the same answer completes the flow.
+    services.oauth_callback(params=params, user=admin_user, now=now - timedelta(microseconds=1))
+    assert Token.objects.filter(account=login_account).exists()
+
+
+# --- OAuth: a pasted bare code completes only the user's own open flow ------------------
+
+
+@pytest.fixture
+def paste_app(login_app):
+    login_app.redirect_uri = OTHER_SITE_URI
+    login_app.save()
+    return login_app
+
+
+def code_from(location: str) -> str:
+    return location.split("code=")[1].split("&")[0].split("#")[0]
+
+
+def start_and_allow(account: Account, user, *, now) -> tuple[str, str]:  # noqa: ANN001
+    """Start a flow as `user` at `now`; return the authorize URL and the code Instagram
+    redirects with."""
+    url = services.oauth_start(account=account, user=user, now=now)
+    return url, code_from(allow_at_fake(url))
+
+
+def test_a_bare_code_does_not_complete_the_flow_of_another_account(fake, paste_app,
+                                                                   admin_user):
+    now = timezone.now()
+    started = Account.objects.create(app=paste_app, label="Started")
+    other = Account.objects.create(app=paste_app, label="Other")
+    _, code = start_and_allow(started, admin_user, now=now)
+    with pytest.raises(FlowError, match="only an authorization you started") as refused:
+        services.oauth_paste(account=other, text=code, user=admin_user, now=now)
+    assert refused.value.account == other
+    assert fake.calls(EXCHANGE) == []
+    # The flow that was started is still open: its own account completes with the code.
+    assert OAuthState.objects.get(account=started).used_at is None
+    services.oauth_paste(account=started, text=code, user=admin_user, now=now)
+    assert Token.objects.filter(account=started).exists()
+
+
+def test_a_bare_code_marks_the_flow_used_and_a_used_flow_takes_no_second_code(
+    fake, paste_app, admin_user
+):
+    now = timezone.now()
+    account = Account.objects.create(app=paste_app, label="Shop feed")
+    url, code = start_and_allow(account, admin_user, now=now)
+    services.oauth_paste(account=account, text=code, user=admin_user, now=now)
+    assert OAuthState.objects.get(account=account).used_at == now
+    # Instagram issues a fresh code for the same link; the flow is spent all the same.
+    second = code_from(allow_at_fake(url))
+    with pytest.raises(FlowError, match="only an authorization you started"):
+        services.oauth_paste(account=account, text=second, user=admin_user, now=now)
+    assert len(fake.calls(EXCHANGE)) == 1
+
+
+def test_a_bare_code_is_refused_once_the_flow_expires(fake, paste_app, admin_user):
+    now = timezone.now()
+    account = Account.objects.create(app=paste_app, label="Shop feed")
+    ttl = timedelta(seconds=django_settings.OAUTH_STATE_TTL_SECONDS)
+    _, code = start_and_allow(account, admin_user, now=now - ttl)  # expires exactly now
+    with pytest.raises(FlowError, match="only an authorization you started"):
+        services.oauth_paste(account=account, text=code, user=admin_user, now=now)
+    assert fake.calls(EXCHANGE) == []
+    # A moment earlier it was still open.
+    services.oauth_paste(account=account, text=code, user=admin_user,
+                         now=now - timedelta(microseconds=1))
+    assert Token.objects.filter(account=account).exists()
+
+
+def test_a_pasted_url_of_another_accounts_flow_names_this_account(fake, paste_app,
+                                                                  admin_user):
+    now = timezone.now()
+    started = Account.objects.create(app=paste_app, label="Started")
+    other = Account.objects.create(app=paste_app, label="Other")
+    url = services.oauth_start(account=started, user=admin_user, now=now)
+    location = allow_at_fake(url)
+    with pytest.raises(FlowError, match="another account") as refused:
+        services.oauth_paste(account=other, text=location, user=admin_user, now=now)
+    assert refused.value.account == other
+    assert not Token.objects.exists()
+
+
+def test_a_pasted_flow_records_the_person_who_completed_it(fake, paste_app, admin_user):
+    now = timezone.now()
+    account = Account.objects.create(app=paste_app, label="Shop feed")
+    _, code = start_and_allow(account, admin_user, now=now)
+    services.oauth_paste(account=account, text=code, user=admin_user, now=now)
+    event = Event.objects.get(account=account, action="authorize")
+    assert (event.outcome, event.actor_user) == ("ok", admin_user)
+
+
+# --- OAuth: what a failed swap for the long-lived token leaves ---------------------------
+
+
+def test_a_dead_short_lived_token_is_dropped_and_the_page_leads_back(
+    admin_client, admin_user, login_account, fake
+):
+    fake.inject(SWAP, graph_error(190, 463))
+    response = admin_client.get(callback_path(admin_client, login_account))
+    assert response.status_code == 400
+    assert back_link(login_account) in response.content.decode()
+    assert not PendingToken.objects.exists()
+    event = Event.objects.get(account=login_account, action="authorize")
+    assert (event.outcome, event.actor_user) == ("failed", admin_user)
+    assert "Session has expired" in event.message
+
+
+def test_a_refused_swap_keeps_the_short_lived_token_and_the_page_leads_back(
+    admin_client, admin_user, login_account, fake
+):
+    fake.inject(SWAP, status(503))
+    response = admin_client.get(callback_path(admin_client, login_account))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert back_link(login_account) in page and "short-lived token is kept" in page
+    assert PendingToken.objects.filter(account=login_account).exists()
+    event = Event.objects.get(account=login_account, action="swap")
+    assert (event.outcome, event.actor_user) == ("failed", admin_user)
+    assert "did not complete the swap" in event.message and "503" in event.message
+
+
+def test_a_bug_during_the_swap_keeps_the_short_lived_token_logs_and_leads_back(
+    admin_client, admin_user, login_account, fake, monkeypatch, caplog
+):
+    def broken(self, **kwargs):  # noqa: ANN001, ANN003
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(InstagramClient, "me", broken)
+    with caplog.at_level(logging.ERROR, logger="accounts.services.oauth"):
+        response = admin_client.get(callback_path(admin_client, login_account))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert back_link(login_account) in page and "ZeroDivisionError" in page
+    assert PendingToken.objects.filter(account=login_account).exists()
+    event = Event.objects.get(account=login_account, action="swap")
+    assert (event.outcome, event.actor_user) == ("failed", admin_user)
+    assert "ZeroDivisionError" in event.message
+    # The traceback is logged, on a line that can be written.
+    (record,) = [r for r in caplog.records if r.name == "accounts.services.oauth"]
+    assert record.exc_info and record.exc_info[0] is ZeroDivisionError
+    assert str(login_account.pk) in record.getMessage()
+
+
+@pytest.mark.parametrize(("flavour_app", "fields"), [
+    ("login_app", "id,user_id,username"),
+    ("basic_app", "id,username"),
+])
+def test_the_profile_asked_for_after_the_swap_has_the_flavours_fields(
+    request, admin_client, fake, flavour_app, fields
+):
+    app = request.getfixturevalue(flavour_app)
+    account = Account.objects.create(app=app, label="Shop feed")
+    assert admin_client.get(callback_path(admin_client, account)).status_code == 302
+    assert [c.query["fields"] for c in fake.calls("/me")] == [fields]
+
+
+@pytest.fixture
+def basic_app(fake, db):
+    from tests.conftest import make_app
+
+    return make_app(fake, "basic_display")
+
+
+# --- OAuth: the pending short-lived token ------------------------------------------------
+
+SWEEP = Actor(job="refresh_sweep")
+
+
+def pending(account: Account, fake, *, now, expires_in=timedelta(minutes=30)) -> str:  # noqa: ANN001
+    short = fake.mint_token(client_id=CLIENT_ID, username="shop_owner", kind="short")
+    PendingToken.objects.create(account=account, value=short, expires_at=now + expires_in,
+                                permissions=["instagram_business_basic"], created_at=now)
+    return short
+
+
+def test_a_pending_token_expiring_this_instant_is_not_swapped(fake, login_account):
+    now = timezone.now()
+    pending(login_account, fake, now=now, expires_in=timedelta(0))
+    with pytest.raises(FlowError, match="expired before it could be swapped") as failed:
+        pending_token_swap(account_id=login_account.pk, actor=SWEEP, now=now)
+    assert failed.value.account == login_account
+    assert fake.calls(SWAP) == []
+    assert not PendingToken.objects.exists()
+    login_account.refresh_from_db()
+    assert login_account.status == Account.Status.NEEDS_REAUTH
+    assert login_account.last_error == failed.value.message
+    event = Event.objects.get(account=login_account, action="swap")
+    assert (event.outcome, event.actor_job) == ("failed", "refresh_sweep")
+    assert event.message == failed.value.message
+
+
+def test_the_file_of_a_swapped_token_is_written_by_the_job_that_swapped(fake, login_account,
+                                                                         token_dir):
+    now = timezone.now()
+    pending(login_account, fake, now=now)
+    assert pending_token_swap(account_id=login_account.pk, actor=SWEEP, now=now)
+    assert (token_dir / "shop_owner").read_text() == Token.objects.get().value
+    export = Event.objects.get(account=login_account, action="export")
+    assert (export.outcome, export.actor_job) == ("ok", "refresh_sweep")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_flow_waits_for_a_pending_token_another_worker_holds(postgres, fake, login_app):
+    # Only the sweep passes skip_locked: the flow itself (the default) waits its turn.
+    account = Account.objects.create(app=login_app, label="Shop feed")
+    now = timezone.now()
+    pending(account, fake, now=now)
+    locked = threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with transaction.atomic():
+                list(PendingToken.objects.select_for_update())
+                locked.set()
+                time.sleep(1)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_worker)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        assert pending_token_swap(account_id=account.pk, actor=SWEEP, now=now)
+        assert time.monotonic() - started > 0.5
+    finally:
+        holder.join(10)
+    assert Token.objects.filter(account=account).exists()
