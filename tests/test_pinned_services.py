@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -18,12 +19,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import services
-from accounts.instagram import InstagramClient
-from accounts.models import Account, Event, OAuthState, PendingToken, Token
+from accounts.instagram import InstagramClient, Profile
+from accounts.models import Account, Event, OAuthState, PendingToken, SweepState, Token
 from accounts.services import Actor, FlowError
 from accounts.services.oauth import pending_token_swap
-from tests.conftest import OTHER_SITE_URI, SECRETS, allow_at_fake, callback_path
-from tests.fake_instagram import graph_error, status
+from tests.conftest import OTHER_SITE_URI, SECRETS, active_account, allow_at_fake, callback_path
+from tests.fake_instagram import graph_error, mangled, rate_limited, status
 
 CLIENT_ID = SECRETS["instagram_login"][0]
 EXCHANGE = "/oauth/access_token"
@@ -341,19 +342,15 @@ def test_the_file_of_a_swapped_token_is_written_by_the_job_that_swapped(fake, lo
     assert (export.outcome, export.actor_job) == ("ok", "refresh_sweep")
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_the_flow_waits_for_a_pending_token_another_worker_holds(postgres, fake, login_app):
-    # Only the sweep passes skip_locked: the flow itself (the default) waits its turn.
-    account = Account.objects.create(app=login_app, label="Shop feed")
-    now = timezone.now()
-    pending(account, fake, now=now)
+@contextmanager
+def held_for_a_second(queryset):  # noqa: ANN001
+    """Another worker locks the rows of `queryset` for one second, from when this enters."""
     locked = threading.Event()
 
     def other_worker() -> None:
         try:
             with transaction.atomic():
-                list(PendingToken.objects.select_for_update())
+                list(queryset.select_for_update())
                 locked.set()
                 time.sleep(1)
         finally:
@@ -363,9 +360,277 @@ def test_the_flow_waits_for_a_pending_token_another_worker_holds(postgres, fake,
     holder.start()
     try:
         assert locked.wait(10)
+        yield
+    finally:
+        holder.join(10)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_flow_waits_for_a_pending_token_another_worker_holds(postgres, fake, login_app):
+    # Only the sweep passes skip_locked: the flow itself (the default) waits its turn.
+    account = Account.objects.create(app=login_app, label="Shop feed")
+    now = timezone.now()
+    pending(account, fake, now=now)
+    with held_for_a_second(PendingToken.objects.all()):
         started = time.monotonic()
         assert pending_token_swap(account_id=account.pk, actor=SWEEP, now=now)
         assert time.monotonic() - started > 0.5
-    finally:
-        holder.join(10)
     assert Token.objects.filter(account=account).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_swaps_a_pending_token_whose_account_row_another_writer_holds(
+    postgres, fake, login_app
+):
+    # Only the pending row is locked (FOR UPDATE OF): an admin saving the account at that
+    # moment delays the swap, it does not make the sweep pass the token by.
+    account = Account.objects.create(app=login_app, label="Shop feed")
+    now = timezone.now()
+    pending(account, fake, now=now)
+    with held_for_a_second(Account.objects.filter(pk=account.pk)):
+        result = services.pending_swap(account_id=account.pk, actor=SWEEP, now=now)
+    assert result.outcome == "refreshed"
+    assert Token.objects.filter(account=account).exists()
+
+
+# --- tokens: verify ----------------------------------------------------------------------
+
+VERIFIER = Actor(job="verify_job")
+
+
+def test_verify_without_a_token_asks_nothing(fake, login_account):
+    with pytest.raises(FlowError, match="no token yet") as refused:
+        services.account_verify(account=login_account, actor=VERIFIER, now=timezone.now())
+    assert refused.value.account == login_account
+    assert fake.calls() == []
+
+
+@pytest.mark.parametrize(("flavour_app", "fields"), [
+    ("login_app", "id,user_id,username"),
+    ("basic_app", "id,username"),
+])
+def test_verify_takes_the_current_username_and_clears_the_last_error(
+    request, fake, flavour_app, fields
+):
+    app = request.getfixturevalue(flavour_app)
+    account = active_account(fake, app, "Shop feed", last_error="an old failure")
+    fake.rename_user("shop_feed", "shop_renamed")
+    now = timezone.now()
+    profile = services.account_verify(account=account, actor=VERIFIER, now=now)
+    assert (profile.id, profile.username) == (account.ig_user_id, "shop_renamed")
+    account.refresh_from_db()
+    assert (account.username, account.last_error) == ("shop_renamed", "")
+    assert [c.query["fields"] for c in fake.calls("/me")] == [fields]
+    event = Event.objects.get(account=account, action="verify")
+    assert (event.outcome, event.actor_job, event.created_at) == ("ok", "verify_job", now)
+    assert "@shop_renamed" in event.message
+
+
+@pytest.mark.parametrize("policy", ["keep", "empty"])
+def test_verify_of_a_dead_token_needs_reauthorization_and_applies_the_file_policy(
+    fake, login_app, token_dir, settings, policy
+):
+    settings.TOKEN_FILE_DEAD_TOKEN = policy
+    account = active_account(fake, login_app, "Shop feed", exported=True)
+    value = account.token.value
+    fake.revoke_user("shop_feed", subcode=460)
+    now = timezone.now()
+    with pytest.raises(FlowError, match="did not accept") as refused:
+        services.account_verify(account=account, actor=VERIFIER, now=now)
+    assert refused.value.account == account
+    account.refresh_from_db()
+    assert account.status == Account.Status.NEEDS_REAUTH
+    assert "190" in account.last_error and account.last_error in refused.value.message
+    event = Event.objects.get(account=account, action="verify")
+    assert (event.outcome, event.actor_job, event.message) == (
+        "failed", "verify_job", account.last_error)
+    assert (token_dir / "shop_feed").read_text() == ("" if policy == "empty" else value)
+
+
+def test_verify_that_instagram_cannot_answer_keeps_the_account_and_its_file(
+    fake, login_app, token_dir, settings
+):
+    settings.TOKEN_FILE_DEAD_TOKEN = "empty"
+    account = active_account(fake, login_app, "Shop feed", exported=True)
+    value = account.token.value
+    fake.inject("/me", status(503))
+    with pytest.raises(FlowError, match="did not accept"):
+        services.account_verify(account=account, actor=VERIFIER, now=timezone.now())
+    account.refresh_from_db()
+    assert account.status == Account.Status.ACTIVE
+    assert "503" in account.last_error
+    assert (token_dir / "shop_feed").read_text() == value
+    assert Event.objects.filter(account=account, action="export").count() == 1  # the first
+
+
+def test_verify_of_a_token_of_another_instagram_user_changes_nothing(fake, login_app):
+    account = active_account(fake, login_app, "Shop feed")
+    other = active_account(fake, login_app, "Other feed")
+    Token.objects.filter(account=account).update(value=other.token.value)
+    account.refresh_from_db()
+    now = timezone.now()
+    with pytest.raises(FlowError, match="belongs to @other_feed") as refused:
+        services.account_verify(account=account, actor=VERIFIER, now=now)
+    assert refused.value.account == account
+    account.refresh_from_db()
+    assert (account.username, account.status) == ("shop_feed", Account.Status.ACTIVE)
+    event = Event.objects.get(account=account, action="verify")
+    assert (event.outcome, event.actor_job, event.message) == (
+        "failed", "verify_job", refused.value.message)
+
+
+# --- tokens: store -----------------------------------------------------------------------
+
+
+def test_a_stored_token_starts_a_clean_record_and_keeps_the_permissions_it_was_not_told(
+    fake, login_app
+):
+    account = active_account(fake, login_app, "Shop feed", last_error="refresh failed")
+    Account.objects.filter(pk=account.pk).update(status=Account.Status.ERROR)
+    now = timezone.now()
+    Token.objects.filter(account=account).update(
+        permissions=["instagram_business_basic"], last_refreshed_at=now - timedelta(days=3),
+        next_attempt_at=now + timedelta(hours=1), refresh_failures=3)
+    before = Account.objects.get(pk=account.pk).updated_at
+    profile = Profile(id=account.ig_user_id, username="shop_feed")
+    expires = now + timedelta(days=60)
+    token = services.token_store(
+        account=account, value="IGAA" + "n" * 40, kind=Token.Kind.LONG, obtained_at=now,
+        expires_at=expires, permissions=None, profile=profile, action="import",
+        actor=VERIFIER, now=now)
+    token.refresh_from_db()
+    assert (token.value, token.obtained_at, token.expires_at) == ("IGAA" + "n" * 40, now, expires)
+    assert token.permissions == ["instagram_business_basic"]
+    assert (token.last_refreshed_at, token.next_attempt_at, token.refresh_failures) == (
+        None, None, 0)
+    account.refresh_from_db()
+    assert (account.status, account.last_error) == (Account.Status.ACTIVE, "")
+    assert account.updated_at > before
+    event = Event.objects.get(account=account, action="import")
+    assert (event.outcome, event.actor_job, event.created_at) == ("ok", "verify_job", now)
+    services.token_store(
+        account=account, value="IGAA" + "m" * 40, kind=Token.Kind.LONG, obtained_at=now,
+        expires_at=expires, permissions=[], profile=profile, action="authorize",
+        actor=VERIFIER, now=now)
+    assert Token.objects.get(account=account).permissions == []
+
+
+def test_a_token_of_the_wrong_instagram_user_is_refused_and_the_refusal_recorded(
+    fake, login_app
+):
+    account = active_account(fake, login_app, "Shop feed")
+    value = account.token.value
+    now = timezone.now()
+    with pytest.raises(FlowError, match="wrong Instagram account") as refused:
+        services.token_store(
+            account=account, value="IGAA" + "w" * 40, kind=Token.Kind.LONG, obtained_at=now,
+            expires_at=now + timedelta(days=60), permissions=None,
+            profile=Profile(id="17841400000000099", username="someone_else"), action="import",
+            actor=VERIFIER, now=now)
+    assert refused.value.account == account
+    assert Token.objects.get(account=account).value == value
+    event = Event.objects.get(account=account, action="import")
+    assert (event.outcome, event.actor_job, event.created_at, event.message) == (
+        "failed", "verify_job", now, refused.value.message)
+
+
+# --- tokens: import, and what the refresh that learns the expiry may answer ---------------
+
+REFRESH = "/refresh_access_token"
+
+
+def import_(account: Account, value: str, *, now, kind: str = "long", expires_at=None):  # noqa: ANN001
+    return services.token_import(account=account, access_token=value, kind=kind,
+                                 expires_at=expires_at, actor=VERIFIER, now=now)
+
+
+def long_token(fake, *, age=timedelta(days=50)) -> str:  # noqa: ANN001
+    return fake.mint_token(client_id=CLIENT_ID, username="shop_owner", kind="long", age=age)
+
+
+def test_a_short_lived_token_imported_as_long_lived_is_swapped(fake, login_account):
+    now = timezone.now()
+    short = fake.mint_token(client_id=CLIENT_ID, username="shop_owner", kind="short")
+    token = import_(login_account, short, now=now)
+    assert token.value != short and fake.token_info(token.value)["kind"] == "long"
+    assert (token.obtained_at, token.expires_at) == (now, now + timedelta(days=60))
+    assert len(fake.calls(SWAP)) == 1
+
+
+def test_a_refresh_refused_for_another_reason_than_a_dead_token_means_young(
+    fake, login_account
+):
+    now = timezone.now()
+    value = long_token(fake)
+    fake.inject(REFRESH, graph_error(10))  # Instagram's "too young" (a test server's code)
+    token = import_(login_account, value, now=now)
+    assert token.value == value
+    assert (token.obtained_at, token.expires_at) == (now, now + timedelta(days=59))
+    assert len(fake.calls(SWAP)) == 1
+
+
+def test_a_refresh_that_says_the_token_is_dead_stores_nothing(fake, login_account):
+    fake.inject(REFRESH, graph_error(190, 460))
+    with pytest.raises(FlowError, match="did not accept") as refused:
+        import_(login_account, long_token(fake), now=timezone.now())
+    assert refused.value.account == login_account
+    assert fake.calls(SWAP) == []
+    assert not Token.objects.exists()
+    event = Event.objects.get(account=login_account, action="import")
+    assert (event.outcome, event.actor_job) == ("failed", "verify_job")
+    assert "190" in event.message
+
+
+@pytest.mark.parametrize(("path", "faults"), [
+    (REFRESH, [rate_limited()]),
+    (SWAP, [status(503)]),
+    (SWAP, [rate_limited()]),
+])
+def test_an_expiry_instagram_cannot_tell_just_now_stores_nothing(fake, login_account, path,
+                                                                  faults):
+    if path == SWAP:
+        fake.inject(REFRESH, graph_error(100, message="Unsupported request"))
+    fake.inject(path, *faults)
+    with pytest.raises(FlowError, match="try again in a few minutes") as refused:
+        import_(login_account, long_token(fake), now=timezone.now())
+    assert refused.value.account == login_account
+    assert not Token.objects.exists()
+
+
+def test_a_refresh_answer_without_an_expiry_assumes_sixty_days(fake, login_account):
+    now = timezone.now()
+    fake.inject(REFRESH, mangled("expires_in_missing"))
+    token = import_(login_account, long_token(fake), now=now)
+    assert (token.obtained_at, token.expires_at) == (now, now + timedelta(days=60))
+    assert fake.token_info(token.value)["kind"] == "long"
+
+
+def test_an_expiry_without_a_zone_is_read_as_utc(fake, login_account):
+    now = timezone.now()
+    expires = (now + timedelta(days=10)).replace(tzinfo=None)
+    token = import_(login_account, long_token(fake), now=now, expires_at=expires)
+    assert token.expires_at == now + timedelta(days=10)
+
+
+def test_an_import_during_a_rate_limit_pause_needs_the_expiry(fake, login_account):
+    now = timezone.now()
+    SweepState.objects.update_or_create(pk=1, defaults={"throttled_until": now + timedelta(
+        minutes=5)})
+    value = long_token(fake)
+    with pytest.raises(FlowError, match="slow down") as refused:
+        import_(login_account, value, now=now)
+    assert refused.value.account == login_account
+    assert fake.calls(REFRESH) == [] and not Token.objects.exists()
+    event = Event.objects.get(account=login_account, action="import")
+    assert (event.outcome, event.actor_job) == ("failed", "verify_job")
+    assert "rate-limit pause" in event.message
+    # With its expiry, or as a short-lived token (a swap is not a refresh), it is taken.
+    token = import_(login_account, value, now=now, expires_at=now + timedelta(days=10))
+    assert token.value == value
+    short = fake.mint_token(client_id=CLIENT_ID, username="shop_owner", kind="short")
+    assert import_(login_account, short, now=now, kind="short").value != short
+    # Once the pause is over, the refresh is allowed again.
+    import_(login_account, long_token(fake), now=now + timedelta(minutes=5))
+    assert len(fake.calls(REFRESH)) == 1
