@@ -557,6 +557,9 @@ def test_a_short_lived_token_imported_as_long_lived_is_swapped(fake, login_accou
     assert token.value != short and fake.token_info(token.value)["kind"] == "long"
     assert (token.obtained_at, token.expires_at) == (now, now + timedelta(days=60))
     assert len(fake.calls(SWAP)) == 1
+    assert [c.query["fields"] for c in fake.calls("/me")] == ["id,user_id,username"]
+    export = Event.objects.get(account=login_account, action="export")
+    assert (export.outcome, export.actor_job) == ("ok", "verify_job")
 
 
 def test_a_refresh_refused_for_another_reason_than_a_dead_token_means_young(
@@ -634,3 +637,19 @@ def test_an_import_during_a_rate_limit_pause_needs_the_expiry(fake, login_accoun
     # Once the pause is over, the refresh is allowed again.
     import_(login_account, long_token(fake), now=now + timedelta(minutes=5))
     assert len(fake.calls(REFRESH)) == 1
+
+
+@pytest.mark.parametrize(("value", "expires_in", "message"), [
+    ("IGAA two words here", None, "without spaces"),
+    ("short", None, "not an access token"),
+    ("IGAA" + "x" * 40, timedelta(seconds=-1), "in the past"),
+])
+def test_an_import_refused_before_asking_instagram_names_the_account(
+    fake, login_account, value, expires_in, message
+):
+    now = timezone.now()
+    expires = now + expires_in if expires_in is not None else None
+    with pytest.raises(FlowError, match=message) as refused:
+        import_(login_account, value, now=now, expires_at=expires)
+    assert refused.value.account == login_account
+    assert fake.calls() == []
