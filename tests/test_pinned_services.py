@@ -428,6 +428,16 @@ def test_verify_takes_the_current_username_and_clears_the_last_error(
     assert "@shop_renamed" in event.message
 
 
+def test_verify_learns_the_instagram_id_of_an_account_that_had_none(fake, login_app):
+    account = active_account(fake, login_app, "Shop feed")
+    ig_user_id = account.ig_user_id
+    Account.objects.filter(pk=account.pk).update(ig_user_id="")
+    account.refresh_from_db()
+    services.account_verify(account=account, actor=VERIFIER, now=timezone.now())
+    account.refresh_from_db()
+    assert account.ig_user_id == ig_user_id
+
+
 @pytest.mark.parametrize("policy", ["keep", "empty"])
 def test_verify_of_a_dead_token_needs_reauthorization_and_applies_the_file_policy(
     fake, login_app, token_dir, settings, policy
@@ -447,6 +457,9 @@ def test_verify_of_a_dead_token_needs_reauthorization_and_applies_the_file_polic
     assert (event.outcome, event.actor_job, event.message) == (
         "failed", "verify_job", account.last_error)
     assert (token_dir / "shop_feed").read_text() == ("" if policy == "empty" else value)
+    exports = Event.objects.filter(account=account, action="export").order_by("pk")
+    assert [e.actor_job for e in exports] == (
+        ["test", "verify_job"] if policy == "empty" else ["test"])
 
 
 def test_verify_that_instagram_cannot_answer_keeps_the_account_and_its_file(
