@@ -27,7 +27,9 @@ tests_for() {
     files) echo "test_token_files.py test_fault_matrix.py test_feed_never_dies.py $pinned" ;;
     oauth) echo "test_oauth_flow.py test_fault_matrix.py test_refresh.py test_hostile_input.py $pinned $services" ;;
     tokens) echo "test_import_token.py test_oauth_flow.py test_hostile_input.py $pinned $services" ;;
-    common) echo "test_oauth_flow.py test_refresh.py test_logging.py $pinned $services" ;;
+    # test_logging.py is left out: under mutmut its console handler writes to a stream
+    # mutmut has closed (ValueError: I/O operation on closed file), which stops the run.
+    common) echo "test_oauth_flow.py test_refresh.py $pinned $services" ;;
     alerts|alert_outbox) echo "test_alerts.py test_feed_never_dies.py $pinned" ;;
     keys) echo "test_encryption.py $pinned $services" ;;
     answers|client|transport|usage|errors|callback|flavours|redaction)

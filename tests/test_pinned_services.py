@@ -666,3 +666,53 @@ def test_an_import_refused_before_asking_instagram_names_the_account(
         import_(login_account, value, now=now, expires_at=expires)
     assert refused.value.account == login_account
     assert fake.calls() == []
+
+
+# --- common: the Instagram client and the event log --------------------------------------
+
+
+def test_the_client_uses_the_configured_hosts_timeouts_and_deadline(settings):
+    settings.INSTAGRAM_API_URL = "https://api.example.test"
+    settings.INSTAGRAM_WWW_URL = "https://www.example.test"
+    settings.INSTAGRAM_GRAPH_URL = "https://graph.example.test"
+    settings.INSTAGRAM_CONNECT_TIMEOUT = 3.0
+    settings.INSTAGRAM_READ_TIMEOUT = 7.0
+    settings.INSTAGRAM_DEADLINE_SECONDS = 11.0
+    client = services.instagram_client()
+    assert (client.api_url, client.www_url, client.graph_url) == (
+        "https://api.example.test", "https://www.example.test", "https://graph.example.test")
+    assert (client.transport.timeout, client.transport.deadline) == ((3.0, 7.0), 11.0)
+    assert services.instagram_client() is client  # one session per set-up
+
+
+def test_an_event_message_is_one_printable_line_of_at_most_2000_characters(login_account):
+    now = timezone.now()
+    event = services.event_record(account=login_account, action="verify", outcome="ok",
+                                  message="a\x00b\nc\x1b[31md" + "x" * 2500, now=now)
+    event.refresh_from_db()
+    assert event.message.startswith("a b c [31md")
+    assert len(event.message) == 2000
+    assert (event.account_label, event.actor_user, event.actor_job, event.created_at) == (
+        "Shop feed", None, "", now)
+
+
+def test_an_event_of_an_anonymous_user_or_without_an_account(db):
+    from django.contrib.auth.models import AnonymousUser
+
+    event = services.event_record(account=None, action="sweep", outcome="ok",
+                                  actor=Actor(user=AnonymousUser(), job="refresh_sweep"),
+                                  now=timezone.now())
+    event.refresh_from_db()
+    assert (event.account, event.account_label, event.actor_user, event.actor_job) == (
+        None, "", None, "refresh_sweep")
+
+
+def test_an_event_is_also_a_log_line(login_account, admin_user, caplog):
+    with caplog.at_level(logging.INFO, logger="accounts.services.common"):
+        services.event_record(account=login_account, action="verify", outcome="failed",
+                              message="it\nbroke", actor=Actor(user=admin_user),
+                              now=timezone.now())
+    (record,) = [r for r in caplog.records if r.name == "accounts.services.common"]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        f"event action=verify outcome=failed account={login_account.pk} actor=admin it broke")
