@@ -248,7 +248,7 @@ def profile_cron(out: str) -> int:
 
     from accounts.services import refresh
 
-    refresh._Calls.refresh_all = lambda self, values: [self._one(v) for v in values]
+    refresh._Calls.refresh_all = lambda self, values: ([self._one(v) for v in values], None)
     refresh._in_threads = lambda run, chunks, workers: (
         item for chunk in chunks for item in run.refresh(chunk))
     profiler = cProfile.Profile(time.process_time)
