@@ -93,8 +93,9 @@ def test_without_a_configured_group_the_file_keeps_the_writers_group(
 
 
 @contextmanager
-def held_by_another_worker(queryset):
-    """Lock the rows of `queryset` from another connection for the duration."""
+def held_by_another_worker(queryset, seconds: float = 8):  # noqa: ANN001
+    """Lock the rows of `queryset` from another connection for the duration (at most
+    `seconds` from when this enters)."""
     locked, release = threading.Event(), threading.Event()
 
     def other_worker() -> None:
@@ -102,7 +103,7 @@ def held_by_another_worker(queryset):
             with transaction.atomic():
                 list(queryset.select_for_update())
                 locked.set()
-                release.wait(8)
+                release.wait(seconds)
         finally:
             connection.close()
 

@@ -6,15 +6,12 @@ callback view or the admin pages, and fails when the behaviour changes."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,6 +22,7 @@ from accounts.services import Actor, FlowError
 from accounts.services.oauth import pending_token_swap
 from tests.conftest import OTHER_SITE_URI, SECRETS, active_account, allow_at_fake, callback_path
 from tests.fake_instagram import graph_error, mangled, rate_limited, status
+from tests.test_pinned_behaviour import held_by_another_worker
 
 CLIENT_ID = SECRETS["instagram_login"][0]
 EXCHANGE = "/oauth/access_token"
@@ -342,27 +340,9 @@ def test_the_file_of_a_swapped_token_is_written_by_the_job_that_swapped(fake, lo
     assert (export.outcome, export.actor_job) == ("ok", "refresh_sweep")
 
 
-@contextmanager
-def held_for_a_second(queryset):  # noqa: ANN001
+def held_for_a_second(queryset):  # noqa: ANN001, ANN201
     """Another worker locks the rows of `queryset` for one second, from when this enters."""
-    locked = threading.Event()
-
-    def other_worker() -> None:
-        try:
-            with transaction.atomic():
-                list(queryset.select_for_update())
-                locked.set()
-                time.sleep(1)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=other_worker)
-    holder.start()
-    try:
-        assert locked.wait(10)
-        yield
-    finally:
-        holder.join(10)
+    return held_by_another_worker(queryset, seconds=1)
 
 
 @pytest.mark.postgres
