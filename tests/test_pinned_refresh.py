@@ -332,6 +332,26 @@ def test_a_round_records_the_highest_usage_its_answers_carried(fake, login_app, 
     assert (state.usage_percent, state.usage_recorded_at) == (70, now)
 
 
+def test_without_force_a_token_not_yet_due_is_left_alone(fake, login_app):
+    young = make_token(fake, login_app, "Young", age=timedelta(days=2), left=timedelta(days=58))
+    [(account_id, result)] = services.tokens_refresh_many(account_ids=[young.pk], actor=ACTOR,
+                                                          now=timezone.now())
+    assert (account_id, result.outcome) == (young.pk, Outcome.NOT_DUE)
+    assert fake.calls(REFRESH) == []
+
+
+def test_chunks_in_the_callers_transaction_run_in_its_thread(fake, login_app, settings):
+    # SQLite always; PostgreSQL for one chunk: the caller's uncommitted rows are seen.
+    settings.REFRESH_CHUNK_SIZE = 2
+    count = 4 if connection.vendor == "sqlite" else 2
+    accounts = [make_token(fake, login_app, f"Shop {i}") for i in range(count)]
+    results = list(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
+                                                actor=ACTOR, now=timezone.now(),
+                                                concurrency=2))
+    assert sorted(a for a, _ in results) == sorted(a.pk for a in accounts)
+    assert {r.outcome for _, r in results} == {Outcome.REFRESHED}
+
+
 # --- chunks in threads (PostgreSQL) ---------------------------------------------------------
 
 
@@ -539,3 +559,34 @@ def test_the_batch_records_why_a_file_could_not_be_written(
     assert written == {account.pk: None}
     assert file_state(account) == (FileState.UNWRITABLE, expected)
     assert (token_dir / "shop").read_text() == account.token.value
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_call_at_a_time_means_one_chunk_at_a_time(postgres, fake, login_app, settings,
+                                                       monkeypatch):
+    import threading
+
+    from tests.fake_instagram import delay
+
+    settings.REFRESH_CHUNK_SIZE = 1
+    accounts = [make_token(fake, login_app, f"Shop {i}") for i in range(3)]
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    real = InstagramClient.refresh
+
+    def counted(self, **kwargs):  # noqa: ANN001, ANN003
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            return real(self, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(InstagramClient, "refresh", counted)
+    fake.inject(REFRESH, *[delay(0.2) for _ in accounts])
+    results = dict(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
+                                                actor=ACTOR, now=timezone.now(),
+                                                concurrency=1))
+    assert {r.outcome for r in results.values()} == {Outcome.REFRESHED}
+    assert state["most"] == 1
