@@ -432,14 +432,16 @@ def test_a_pause_holds_the_calls_other_chunks_have_queued(
             "X-App-Usage": f'{{"call_count": {stop}, "total_cputime": 1, "total_time": 1}}'}
         if cause == "server error at the stop level":
             fake.inject(REFRESH, status(503), status(503))
-    # Four chunks of two at once share two calls in flight: the first two answers ask
-    # for a pause, and the six calls queued behind them are never made.
+    # Four chunks of two at once share two calls in flight: the first answers ask for a
+    # pause, and the calls queued behind them are never made (the second call may not
+    # have started when the first answer came).
     now = timezone.now()
     results = dict(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
                                                 actor=ACTOR, now=now, concurrency=2))
-    assert len(fake.calls(REFRESH)) == 2
+    calls = len(fake.calls(REFRESH))
+    assert calls in (1, 2)
     paused = {a for a, r in results.items() if r.outcome == Outcome.PAUSED}
-    assert len(paused) == 6
+    assert len(paused) == 8 - calls
     until = selectors.refresh_paused_until(now=now)
     assert until is not None and until > now
     for account_id in paused:
