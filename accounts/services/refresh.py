@@ -451,10 +451,17 @@ class _ChunkRun:
             elif isinstance(answer, InstagramError):
                 self._failed(token, answer, results)
         if not_called:
-            # The pause an answer of this run asked for is recorded by now.
-            until = selectors.refresh_paused_until(now=self.now) or self.now + timedelta(
-                seconds=settings.REFRESH_RETRY_MAX_SECONDS)
-            self._defer_for_pause(not_called, until=until, results=results)
+            until = selectors.refresh_paused_until(now=self.now)
+            if until is not None:
+                self._defer_for_pause(not_called, until=until, results=results)
+            else:
+                # The answer that asked for the pause came to another chunk, which has not
+                # committed it yet: no end to wait for is known here. The tokens stay due;
+                # every sweep and round reads the pause before calling once it is recorded.
+                for token in not_called:
+                    results[token.account_id] = RefreshResult(
+                        Outcome.PAUSED,
+                        message="Not attempted: Instagram asked to slow down.")
 
     def _defer_for_pause(self, tokens: list[Token], *, until: datetime,
                          results: dict[int, RefreshResult]) -> None:
