@@ -179,3 +179,27 @@ def callback_path(client, account: Account, username: str = "shop_owner") -> str
     response = client.post(reverse("admin:accounts_account_authorize", args=[account.pk]))
     parts = urlsplit(allow_at_fake(response["Location"], username=username))
     return f"{parts.path}?{parts.query}"
+
+
+@pytest.fixture
+def in_flight(monkeypatch):  # noqa: ANN001
+    """The most refresh calls in flight at once, measured around the real client."""
+    import threading
+
+    from accounts.instagram import InstagramClient
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    real = InstagramClient.refresh
+
+    def counted(self, **kwargs):  # noqa: ANN001, ANN003
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            return real(self, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(InstagramClient, "refresh", counted)
+    return state

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import threading
 import time
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from accounts.instagram import InstagramClient
 from tests.conftest import active_account, make_app
 from tests.fake_instagram import delay, rate_limited
 from tests.test_refresh_celery import (
@@ -31,26 +29,6 @@ REFRESH = "/refresh_access_token"
 def accounts(postgres, transactional_db, fake):
     app = make_app(fake, "instagram_login")
     return [active_account(fake, app, f"Shop {i}") for i in range(12)]
-
-
-@pytest.fixture
-def in_flight(monkeypatch):
-    """The most refresh calls in flight at once, measured around the real client."""
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
-    real = InstagramClient.refresh
-
-    def counted(self, **kwargs):  # noqa: ANN001, ANN003
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        try:
-            return real(self, **kwargs)
-        finally:
-            with lock:
-                state["now"] -= 1
-
-    monkeypatch.setattr(InstagramClient, "refresh", counted)
-    return state
 
 
 def run(*args: str) -> str:

@@ -277,27 +277,13 @@ def test_a_lost_session_inside_a_callers_transaction_releases_the_claim_and_is_r
     assert claims()[account.pk] == ("", None)
 
 
-def test_the_calls_of_a_round_overlap(fake, login_app, monkeypatch):
-    import threading
+def test_the_calls_of_a_round_overlap(fake, login_app, in_flight):
     import time
 
     from tests.fake_instagram import delay
 
     accounts = [make_token(fake, login_app, f"Shop {i}") for i in range(2)]
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
-    real = InstagramClient.refresh
-
-    def counted(self, **kwargs):  # noqa: ANN001, ANN003
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        try:
-            return real(self, **kwargs)
-        finally:
-            with lock:
-                state["now"] -= 1
-
-    monkeypatch.setattr(InstagramClient, "refresh", counted)
+    state = in_flight
     fake.inject(REFRESH, delay(0.3), delay(0.3))
     started = time.monotonic()
     results = dict(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
@@ -563,27 +549,13 @@ def test_the_batch_records_why_a_file_could_not_be_written(
 
 @pytest.mark.django_db(transaction=True)
 def test_one_call_at_a_time_means_one_chunk_at_a_time(postgres, fake, login_app, settings,
-                                                       monkeypatch):
-    import threading
+                                                       in_flight):
 
     from tests.fake_instagram import delay
 
     settings.REFRESH_CHUNK_SIZE = 1
     accounts = [make_token(fake, login_app, f"Shop {i}") for i in range(3)]
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
-    real = InstagramClient.refresh
-
-    def counted(self, **kwargs):  # noqa: ANN001, ANN003
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        try:
-            return real(self, **kwargs)
-        finally:
-            with lock:
-                state["now"] -= 1
-
-    monkeypatch.setattr(InstagramClient, "refresh", counted)
+    state = in_flight
     fake.inject(REFRESH, *[delay(0.2) for _ in accounts])
     results = dict(services.tokens_refresh_many(account_ids=[a.pk for a in accounts],
                                                 actor=ACTOR, now=timezone.now(),
