@@ -438,19 +438,27 @@ def mint(control: str, usernames: list[str]) -> dict[str, str]:
     return tokens
 
 
+def bench_app():  # noqa: ANN201
+    """The benchmark's Instagram app (created on first use)."""
+    from accounts.models import InstagramApp
+
+    app, _ = InstagramApp.objects.get_or_create(
+        app_id=CLIENT_ID, defaults={"name": "Bench", "flavour": "instagram_login",
+                                    "app_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI})
+    return app
+
+
 def seed(bench: Run, control: str, tag: str, count: int, token_dir: Path) -> None:
     """A fresh set of `count` due accounts (the previous path's are deleted), their files
     written once (as in a running registry: the refresh rewrites a file it owns)."""
     from django.utils import timezone
 
     from accounts import services
-    from accounts.models import Account, InstagramApp, Token
+    from accounts.models import Account, Token
     from accounts.services import Actor
 
     Account.objects.all().delete()
-    app, _ = InstagramApp.objects.get_or_create(
-        app_id=CLIENT_ID, defaults={"name": "Bench", "flavour": "instagram_login",
-                                    "app_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI})
+    app = bench_app()
     tokens = mint(control, [f"{tag}_{i:06d}" for i in range(count)])
     now = timezone.now()
     accounts = Account.objects.bulk_create(
@@ -605,14 +613,12 @@ def at_scale(bench: Run, broker) -> dict:  # noqa: ANN001
     from django.utils import timezone
 
     from accounts import selectors
-    from accounts.models import Account, InstagramApp, Token
+    from accounts.models import Account, Token
 
     total = bench.args.scale
     print(f"bench: {total} accounts for the due selection and the sweep", flush=True)
     Account.objects.all().delete()
-    app, _ = InstagramApp.objects.get_or_create(
-        app_id=CLIENT_ID, defaults={"name": "Bench", "flavour": "instagram_login",
-                                    "app_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI})
+    app = bench_app()
     now = timezone.now()
     due_every = 100  # 1% due; the rest refreshed within the last 10 days
     for start in range(0, total, 10_000):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from accounts import selectors, services
@@ -102,12 +103,12 @@ class Command(BaseCommand):
         failures += self._report_many(batch, "refresh")
         if chosen is None:
             services.sweep_record_success(enqueued=len(ids) + len(swap_ids), now=now)
-            claimed = selectors.tokens_claimed(now=now)
-            if claimed.exists():
-                lapse = max(claimed.values_list("refresh_claimed_until", flat=True))
-                self.stdout.write(f"{claimed.count()} token(s) left alone: another run or "
+            claimed = selectors.tokens_claimed(now=now).aggregate(
+                n=Count("pk"), lapse=Max("refresh_claimed_until"))
+            if claimed["n"]:
+                self.stdout.write(f"{claimed['n']} token(s) left alone: another run or "
                                   f"worker is refreshing them (their claims lapse by "
-                                  f"{utc_text(lapse)} if it died).")
+                                  f"{utc_text(claimed['lapse'])} if it died).")
         problems = []
         if failures:
             problems.append(f"{failures} of {len(ids) + len(swap_ids)} refreshes failed or "
