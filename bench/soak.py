@@ -238,6 +238,10 @@ class ClientNamer:
         self.pids: list[int] = []  # worker processes, kept current by the main loop
 
     def __call__(self, address: tuple[str, int]) -> str:
+        """"pid:<pid>" for the process holding the client's socket; "gone:<host>:<port>"
+        when no process holds it any more (the client died, e.g. SIGKILLed while this
+        looked: seen in CI, where the scan took longer than the 100 ms between the
+        answer and the kill); "<host>:<port>" when the socket is not a TCP one listed."""
         inode = None
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with contextlib.suppress(OSError), open(table) as rows:
@@ -261,6 +265,7 @@ class ClientNamer:
                         with contextlib.suppress(OSError):
                             if os.readlink(fd.path) == inode:
                                 return f"pid:{pid}"
+            return f"gone:{address[0]}:{address[1]}"
         return f"{address[0]}:{address[1]}"
 
 
@@ -586,10 +591,14 @@ def check(*, args: argparse.Namespace, fake: FakeInstagram, chaos: dict,
 
     def killed_with_answer(record: dict) -> bool:
         """Whether this answer went to a process that a SIGKILL then ended (shortly after):
-        the new token died with it before it could be stored."""
+        the new token died with it before it could be stored. A client whose socket no
+        process held any more when the answer was sent ("gone:") counts when a kill
+        happened within the window on either side of the answer."""
         client = record["client"]
-        pid = int(client.removeprefix("pid:")) if client.startswith("pid:") else -1
         window = timedelta(seconds=DEADLINE + 5)
+        if client.startswith("gone:"):
+            return any(abs(at - record["at"]) <= window for at, _ in kills)
+        pid = int(client.removeprefix("pid:")) if client.startswith("pid:") else -1
         return any(pid in pids and at - window <= record["at"] <= at for at, pids in kills)
 
     flagged = flagged_with_reason = 0
