@@ -106,6 +106,9 @@ class Account(models.Model):
         ACTIVE = "active", "Active"
         NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
         ERROR = "error", "Error"
+        # The owner removed the app at Instagram (Meta's deauthorize callback) or asked
+        # Meta to delete their data: the token is gone; only the owner can authorize anew.
+        DEAUTHORIZED = "deauthorized", "Deauthorized by its owner"
 
     class ExportFormat(models.TextChoices):
         TEXT = "text", "The bare token (what the PHP page reads)"
@@ -114,9 +117,24 @@ class Account(models.Model):
     app = models.ForeignKey(InstagramApp, on_delete=models.PROTECT, related_name="accounts")
     label = models.CharField(max_length=100, help_text="What staff call this account.")
     username = models.CharField(max_length=64, blank=True, help_text="Filled in from Instagram.")
-    # Kept as text: Instagram's ids exceed 2**53 and must never pass through a float.
+    # Instagram's ids, each in its own field (shared/instagram-api.md, sections 2 and 5):
+    # they differ in the Instagram Login flavour and must not be confused. Kept as text:
+    # they exceed 2**53 and must never pass through a float. "Same Instagram account" is
+    # decided by any id both sides know (`accounts.identity`).
+    ig_id = models.CharField(
+        "Instagram id (/me id)", max_length=32, blank=True, validators=[digits_only],
+        help_text="/me's `id`: app-scoped with Instagram Login; the user's id with Basic "
+        "Display.",
+    )
     ig_user_id = models.CharField(
-        "Instagram user ID", max_length=32, blank=True, validators=[digits_only]
+        "Instagram user_id (/me user_id)", max_length=32, blank=True, validators=[digits_only],
+        help_text="/me's `user_id` (Instagram Login only): the professional account's id, "
+        "the one webhooks and publishing use.",
+    )
+    ig_exchange_user_id = models.CharField(
+        "code exchange user_id", max_length=32, blank=True, validators=[digits_only],
+        help_text="The `user_id` the authorization code's exchange answered (it may equal "
+        "either id above, or neither).",
     )
     token_filename = models.CharField(
         max_length=100,
@@ -143,6 +161,11 @@ class Account(models.Model):
     class Meta:
         ordering = ["label"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["app", "ig_id"],
+                condition=~Q(ig_id=""),
+                name="account_unique_ig_id_per_app",
+            ),
             models.UniqueConstraint(
                 fields=["app", "ig_user_id"],
                 condition=~Q(ig_user_id=""),
@@ -215,6 +238,8 @@ class PendingToken(models.Model):
     value = EncryptedTextField()
     expires_at = models.DateTimeField()
     permissions = models.JSONField(default=list, blank=True)
+    # The code exchange's `user_id`, stored with the token at the swap.
+    exchange_user_id = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField()
 
     def __str__(self) -> str:
@@ -325,20 +350,32 @@ class AlertDelivery(models.Model):
 
 
 class OAuthState(models.Model):
-    """A single-use `state` handed to Instagram, bound to an account and a staff user.
+    """A single-use `state` handed to Instagram, bound to an account and either the staff
+    user who started the flow or the owner link the account's owner opened.
 
     Only a hash is stored: the state itself travels in the browser.
     """
 
     state_hash = models.CharField(max_length=64, unique=True)
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="oauth_states")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
+                             blank=True)
+    owner_link = models.ForeignKey("OwnerLink", on_delete=models.CASCADE, null=True,
+                                   blank=True, related_name="oauth_states")
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "OAuth state"
+        constraints = [
+            # Started by exactly one party: a staff user or an owner link.
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False, owner_link__isnull=True)
+                           | Q(user__isnull=True, owner_link__isnull=False)),
+                name="oauthstate_one_starter",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"OAuth state for {self.account_id} ({'used' if self.used_at else 'open'})"
@@ -380,3 +417,56 @@ class Event(models.Model):
         if self.pk is not None:
             raise ValueError("Events are append-only.")
         super().save(*args, **kwargs)
+
+
+class OwnerLink(models.Model):
+    """A single-use link an operator sends to an account's owner, who opens it without a
+    login and authorizes on Instagram (`accounts.owner_links`).
+
+    Only a hash of the link's secret is stored: the link itself is shown once, when it is
+    created. Spent when a token lands through it; refused once expired or revoked."""
+
+    secret_hash = models.CharField(max_length=64, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="owner_links")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+
+    class Meta:
+        verbose_name = "owner authorization link"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Owner link for {self.account} ({self.created_at:%Y-%m-%d %H:%M} UTC)"
+
+
+class DataDeletionRequest(models.Model):
+    """Audit record of one data-deletion request from Meta (`accounts.meta_callbacks`):
+    when it came, for which app, what became of it, and the confirmation code its public
+    status page is found by. Holds no personal data: no Instagram id or username."""
+
+    class Status(models.TextChoices):
+        COMPLETED = "completed", "Completed: the account's Instagram data was deleted"
+        NO_DATA = "no_data", "Completed: the registry held no data of this account"
+
+    confirmation_code = models.CharField(max_length=32, unique=True)
+    # A keyed hash (HMAC with SECRET_KEY) of the signed_request, so a replay is answered
+    # with the first code and changes nothing, without storing the request's user_id.
+    request_digest = models.CharField(max_length=64, unique=True)
+    app = models.ForeignKey(InstagramApp, on_delete=models.SET_NULL, null=True, blank=True,
+                            related_name="+")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    accounts_erased = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Data deletion {self.confirmation_code}"

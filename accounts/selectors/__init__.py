@@ -30,8 +30,9 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncDate
 
-from .crypto import DecryptionError
-from .models import (
+from ..crypto import DecryptionError
+from ..identity import InstagramIds
+from ..models import (
     Account,
     AlertDelivery,
     Event,
@@ -42,7 +43,7 @@ from .models import (
     TokenFile,
     validate_token_filename,
 )
-from .timeutil import utc_text
+from ..timeutil import utc_text
 
 
 def account_get(*, account_id: int) -> Account:
@@ -57,6 +58,25 @@ def account_find(*, key: str) -> Account:
     if key.isascii() and key.isdigit():
         return queryset.get(pk=int(key))
     return queryset.get(label=key)
+
+
+def accounts_of_instagram_user(*, app_id: int, instagram_id: str) -> QuerySet[Account]:
+    """The app's accounts that know `instagram_id` under any of their three ids (/me's
+    `id` and `user_id`, the code exchange's `user_id`): whom a signed_request from Meta,
+    which names one id, is about. Usually one account; empty for an unknown id."""
+    if not instagram_id:
+        return Account.objects.none()
+    return Account.objects.filter(
+        Q(ig_id=instagram_id) | Q(ig_user_id=instagram_id)
+        | Q(ig_exchange_user_id=instagram_id),
+        app_id=app_id,
+    )
+
+
+def account_instagram_ids(account: Account) -> InstagramIds:
+    """The ids the registry knows for the account."""
+    return InstagramIds(id=account.ig_id, user_id=account.ig_user_id,
+                        exchange_user_id=account.ig_exchange_user_id)
 
 
 @dataclass(frozen=True)

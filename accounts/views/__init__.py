@@ -15,8 +15,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import health, selectors, services
-from .services import FlowError
+from .. import health, selectors, services
+from ..services import FlowError
 
 
 @never_cache

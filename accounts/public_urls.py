@@ -1,0 +1,18 @@
+"""Every URL the registry serves to parties other than signed-in staff, in one place:
+Instagram's OAuth redirect, Meta's callbacks, the data-deletion status page, owner
+authorization links, and the health and metrics endpoints. The admin is in
+igregistry/urls.py. Each path here is reachable without an admin login; each view
+checks what it needs itself (a state, Meta's signature, a link's secret, a token)."""
+
+from django.urls import path
+
+from .views import healthz, liveness, metrics, oauth_callback
+
+urlpatterns = [
+    # Must match the path of the redirect URI registered at Meta, trailing slash included.
+    # Completes flows started by staff (Authorize) and by owners (owner links).
+    path("oauth/callback/", oauth_callback, name="oauth-callback"),
+    path("healthz", healthz, name="healthz"),
+    path("healthz/live", liveness, name="liveness"),
+    path("metrics", metrics, name="metrics"),
+]
