@@ -52,7 +52,7 @@ def main() -> None:
                                           redirect_uri="https://example.com/cb/")
         accounts = Account.objects.bulk_create(
             Account(app=app, label=f"Account {i}", username=f"user{i}", status="active",
-                    ig_user_id=str(17841400000000000 + i))
+                    ig_id=str(17841400000000000 + i))
             for i in range(args.accounts)
         )
         Token.objects.bulk_create(

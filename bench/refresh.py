@@ -463,7 +463,7 @@ def seed(bench: Run, control: str, tag: str, count: int, token_dir: Path) -> Non
     now = timezone.now()
     accounts = Account.objects.bulk_create(
         Account(app=app, label=f"Feed {u}", username=u, status=Account.Status.ACTIVE,
-                ig_user_id=str(17841400000000000 + i))
+                ig_id=str(17841400000000000 + i))
         for i, u in enumerate(tokens)
     )
     Token.objects.bulk_create(
@@ -625,7 +625,7 @@ def at_scale(bench: Run, broker) -> dict:  # noqa: ANN001
         stop = min(start + 10_000, total)
         accounts = Account.objects.bulk_create(
             Account(app=app, label=f"Scale {i}", username=f"scale_{i:06d}",
-                    status=Account.Status.ACTIVE, ig_user_id=str(17841400000000000 + i))
+                    status=Account.Status.ACTIVE, ig_id=str(17841400000000000 + i))
             for i in range(start, stop)
         )
         tokens = []

@@ -398,7 +398,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> int:  # noqa: C901 (one s
         fake.revoke_user(username, subcode=458)
     accounts = Account.objects.bulk_create(
         Account(app=ig_app, label=f"Feed {u}", username=u, status=Account.Status.ACTIVE,
-                ig_user_id=str(17841400000000000 + i))
+                ig_id=str(17841400000000000 + i))
         for i, u in enumerate(usernames)
     )
     Token.objects.bulk_create(

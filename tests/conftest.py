@@ -162,7 +162,7 @@ def active_account(fake: FakeInstagram, app: InstagramApp, label: str, *,
     account = Account.objects.create(app=app, label=label, **fields)
     user = fake.add_user(username, id=str(10**17 + account.pk))
     Account.objects.filter(pk=account.pk).update(status="active", username=username,
-                                                 ig_user_id=user.id)
+                                                 ig_id=user.id)
     value = fake.mint_token(client_id=app.app_id, username=username, kind="long", age=age)
     Token.objects.create(account=account, value=value, kind="long", obtained_at=now - age,
                          expires_at=now - age + timedelta(days=60))

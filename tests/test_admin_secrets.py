@@ -217,7 +217,7 @@ def test_app_history_does_not_show_the_secret(admin_client, app):
 def account(app) -> Account:
     account = Account.objects.create(app=app, label="Shop feed")
     Account.objects.filter(pk=account.pk).update(username="shop_owner",
-                                                 ig_user_id="17841400000000001")
+                                                 ig_id="17841400000000001")
     Token.objects.create(account=account, value=TOKEN, kind="long", obtained_at=NOW,
                          expires_at=NOW + timedelta(days=60),
                          permissions=["instagram_business_basic"])

@@ -164,7 +164,7 @@ def make_account(app: InstagramApp, label: str, *, left: timedelta | None = 55 *
     Account.objects.filter(pk=account.pk).update(
         status=status if left is not None else Account.Status.PENDING,
         username=label.lower().replace(" ", "_"),
-        ig_user_id=str(17841400000000000 + account.pk),
+        ig_id=str(17841400000000000 + account.pk),
         last_error=last_error,
     )
     if left is not None:

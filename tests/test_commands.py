@@ -54,7 +54,8 @@ def make_account(
     value = fake.mint_token(client_id=CLIENT_ID, username=username, kind="long", age=age)
     account = Account.objects.create(app=app, label=label)
     Account.objects.filter(pk=account.pk).update(
-        username=username, ig_user_id=ig_user_id or str(next(_user_ids)), status=status,
+        username=username, ig_id=str(next(_user_ids)), ig_user_id=ig_user_id or "",
+        status=status,
         **fields,
     )
     now = timezone.now()
@@ -521,7 +522,8 @@ def test_failed_file_write_during_refresh_keeps_the_new_token_then_reconcile_wri
 
 # --- token_status -----------------------------------------------------------------------
 
-KEYS = {"id", "app", "label", "username", "ig_user_id", "status", "expires_at",
+KEYS = {"id", "app", "label", "username", "ig_id", "ig_user_id", "ig_exchange_user_id",
+        "status", "expires_at",
         "last_refreshed_at", "last_error", "token_file", "file_state", "file_error"}
 
 
@@ -562,6 +564,8 @@ def test_token_status_json(fake, status_accounts, token_dir):
     assert row["username"] == "active_feed"
     assert row["ig_user_id"] == BIG_USER_ID  # exact, a string
     assert f'"ig_user_id": "{BIG_USER_ID}"' in out
+    assert row["ig_id"] == active.ig_id and row["ig_id"].isdigit()
+    assert row["ig_exchange_user_id"] is None  # not authorized through a code exchange
     assert row["status"] == "active"
     assert datetime.fromisoformat(row["expires_at"]) == active.token.expires_at
     assert datetime.fromisoformat(row["last_refreshed_at"]) == active.token.last_refreshed_at
@@ -574,7 +578,8 @@ def test_token_status_json(fake, status_accounts, token_dir):
     row = by_label["Pending feed"]
     assert row["id"] == pending.pk
     assert row["status"] == "pending"
-    for key in ("username", "ig_user_id", "expires_at", "last_refreshed_at", "last_error",
+    for key in ("username", "ig_id", "ig_user_id", "ig_exchange_user_id", "expires_at",
+                "last_refreshed_at", "last_error",
                 "token_file", "file_error"):
         assert row[key] is None, key
     assert row["file_state"] == FileState.NOT_EXPORTED

@@ -160,7 +160,7 @@ def bulk_accounts(app, count: int, *, history: bool = False) -> None:
     start = Account.objects.count()
     accounts = Account.objects.bulk_create(
         Account(app=app, label=f"Account {start + i}", username=f"user{start + i}",
-                status="active", ig_user_id=str(17841400000000000 + start + i),
+                status="active", ig_id=str(17841400000000000 + start + i),
                 file_state="in_sync")
         for i in range(count)
     )

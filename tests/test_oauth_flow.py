@@ -46,7 +46,7 @@ def nothing_stored(account: Account, token_dir) -> bool:
 
 
 def test_authorize_end_to_end(admin_client, account, fake, token_dir):
-    fake.add_user("shop_owner", id=BIG_ID)
+    user = fake.add_user("shop_owner", id=BIG_ID)
     response = start(admin_client, account)
     assert response.status_code == 302
     authorize_url = response["Location"]
@@ -65,7 +65,13 @@ def test_authorize_end_to_end(admin_client, account, fake, token_dir):
     token = account.token
     assert account.status == Account.Status.ACTIVE
     assert account.username == "shop_owner"
-    assert account.ig_user_id == BIG_ID
+    # Each id in its own field: /me's id; /me's user_id and the exchange's user_id (the
+    # professional account's, at the fake) with Instagram Login; Basic Display has one id.
+    assert account.ig_id == BIG_ID
+    if account.app.flavour == "instagram_login":
+        assert account.ig_user_id == account.ig_exchange_user_id == user.user_id != BIG_ID
+    else:
+        assert (account.ig_user_id, account.ig_exchange_user_id) == ("", BIG_ID)
     assert token.kind == Token.Kind.LONG
     assert abs(token.expires_at - (timezone.now() + timedelta(days=60))) < timedelta(minutes=2)
     assert fake.token_info(token.value)["kind"] == "long"

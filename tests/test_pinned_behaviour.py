@@ -37,7 +37,7 @@ def make_token(fake, app, label: str, *, age: timedelta, left: timedelta, now=No
     username = label.lower().replace(" ", "_")
     account = Account.objects.create(app=app, label=label)
     Account.objects.filter(pk=account.pk).update(status=status_, username=username,
-                                                 ig_user_id=str(10**17 + account.pk))
+                                                 ig_id=str(10**17 + account.pk))
     value = fake.mint_token(client_id=app.app_id, username=username, kind="long", age=age)
     Token.objects.create(account=account, value=value, kind=Token.Kind.LONG,
                          obtained_at=now - age, expires_at=now + left)
@@ -398,7 +398,7 @@ def test_a_second_account_for_the_same_instagram_user_in_one_app_is_refused(
         store(second, profile, now=now)
     assert not Token.objects.filter(account=second).exists()
     second.refresh_from_db()
-    assert second.ig_user_id is None or second.ig_user_id == ""
+    assert (second.ig_id, second.ig_user_id) == ("", "")
     refusal = Event.objects.get(account=second)
     assert refusal.outcome == "failed" and "already registered" in refusal.message
 
@@ -411,7 +411,7 @@ def test_the_same_instagram_user_may_have_an_account_in_another_app(fake, login_
     profile = Profile(id="17841400000000042", username="shop_owner")
     store(Account.objects.create(app=login_app, label="Login"), profile, now=now)
     token = store(Account.objects.create(app=other_app, label="Basic"), profile, now=now)
-    assert token.account.ig_user_id == "17841400000000042"
+    assert token.account.ig_id == "17841400000000042"
 
 
 # --- the due and expired rules, at their boundaries --------------------------------------

@@ -36,7 +36,7 @@ def make_token(fake, app, label: str, *, age: timedelta = timedelta(days=50),
     account = Account.objects.create(app=app, label=label)
     Account.objects.filter(pk=account.pk).update(status=Account.Status.ACTIVE,
                                                  username=username,
-                                                 ig_user_id=str(10**17 + account.pk))
+                                                 ig_id=str(10**17 + account.pk))
     value = fake.mint_token(client_id=app.app_id, username=username, kind="long", age=age)
     Token.objects.create(account=account, value=value, kind=Token.Kind.LONG,
                          obtained_at=now - age, expires_at=now + left)

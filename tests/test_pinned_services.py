@@ -399,7 +399,7 @@ def test_verify_takes_the_current_username_and_clears_the_last_error(
     fake.rename_user("shop_feed", "shop_renamed")
     now = timezone.now()
     profile = services.account_verify(account=account, actor=VERIFIER, now=now)
-    assert (profile.id, profile.username) == (account.ig_user_id, "shop_renamed")
+    assert (profile.id, profile.username) == (account.ig_id, "shop_renamed")
     account.refresh_from_db()
     assert (account.username, account.last_error) == ("shop_renamed", "")
     assert [c.query["fields"] for c in fake.calls("/me")] == [fields]
@@ -410,12 +410,14 @@ def test_verify_takes_the_current_username_and_clears_the_last_error(
 
 def test_verify_learns_the_instagram_id_of_an_account_that_had_none(fake, login_app):
     account = active_account(fake, login_app, "Shop feed")
-    ig_user_id = account.ig_user_id
-    Account.objects.filter(pk=account.pk).update(ig_user_id="")
+    ig_id = account.ig_id
+    Account.objects.filter(pk=account.pk).update(ig_id="")
     account.refresh_from_db()
     services.account_verify(account=account, actor=VERIFIER, now=timezone.now())
     account.refresh_from_db()
-    assert account.ig_user_id == ig_user_id
+    # Both of /me's ids, each in its field (the Instagram Login flavour asks for both).
+    user = fake._state.users[account.username]
+    assert (account.ig_id, account.ig_user_id) == (ig_id, user.user_id)
 
 
 @pytest.mark.parametrize("policy", ["keep", "empty"])
@@ -487,7 +489,7 @@ def test_a_stored_token_starts_a_clean_record_and_keeps_the_permissions_it_was_n
         permissions=["instagram_business_basic"], last_refreshed_at=now - timedelta(days=3),
         next_attempt_at=now + timedelta(hours=1), refresh_failures=3)
     before = Account.objects.get(pk=account.pk).updated_at
-    profile = Profile(id=account.ig_user_id, username="shop_feed")
+    profile = Profile(id=account.ig_id, username="shop_feed")
     expires = now + timedelta(days=60)
     token = services.token_store(
         account=account, value="IGAA" + "n" * 40, kind=Token.Kind.LONG, obtained_at=now,

@@ -26,7 +26,7 @@ def make_token(fake, app, label: str, *, age: timedelta, left: timedelta,
     username = label.lower().replace(" ", "_")
     account = Account.objects.create(app=app, label=label)
     Account.objects.filter(pk=account.pk).update(status=status_, username=username,
-                                                 ig_user_id=str(10**17 + account.pk))
+                                                 ig_id=str(10**17 + account.pk))
     value = fake.mint_token(client_id=CLIENT_ID, username=username, kind=kind, age=age)
     Token.objects.create(account=account, value=value, kind=kind, obtained_at=now - age,
                          expires_at=now + left)

@@ -91,7 +91,7 @@ def make_account(fake: FakeInstagram, ig_app: InstagramApp, username: str, *,
     Token.objects.create(account=account, value=value, kind=Token.Kind.LONG,
                          obtained_at=now - age, expires_at=now + expires_in, **token_fields)
     Account.objects.filter(pk=account.pk).update(
-        status=status, username=username, ig_user_id=str(next(_user_ids))
+        status=status, username=username, ig_id=str(next(_user_ids))
     )
     return account.pk, value
 

@@ -28,7 +28,7 @@ def test_due_selection_uses_the_expires_at_index(postgres) -> None:  # noqa: ANN
     )
     accounts = Account.objects.bulk_create(
         Account(app=app, label=f"Scale {i}", username=f"scale_{i}", status="active",
-                ig_user_id=str(17841400000000000 + i))
+                ig_id=str(17841400000000000 + i))
         for i in range(ACCOUNTS)
     )
     # A steady state: 1% due (10 days left), the rest refreshed within the last 10 days.

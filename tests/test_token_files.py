@@ -24,6 +24,7 @@ NEW_TOKEN = "IGAAtesttokenSECONDgeneration9876543210zyxwvutsrqponmlkjihgfedcbaR2
 USERNAME = "shop_owner"
 # Above 2**53: a float would turn it into ...000 (the spacing there is 2).
 BIG_USER_ID = "17841400000000001"
+BIG_ID = "90071992547409930"  # /me's id: above 2**53 too
 UNSAFE_NAMES = ["../evil", "a/b", ".hidden", "a..b", "sp ace", "x\\y"]
 
 
@@ -38,7 +39,8 @@ def app(db) -> InstagramApp:
 def make_account(app: InstagramApp, *, label: str = "Shop feed", with_token: bool = True,
                  kind: str = "long") -> Account:
     account = Account.objects.create(app=app, label=label)
-    Account.objects.filter(pk=account.pk).update(username=USERNAME, ig_user_id=BIG_USER_ID)
+    Account.objects.filter(pk=account.pk).update(username=USERNAME, ig_id=BIG_ID,
+                                                 ig_user_id=BIG_USER_ID)
     if with_token:
         Token.objects.create(account=account, value=TOKEN, kind=kind, obtained_at=NOW,
                              expires_at=NOW + timedelta(days=60))
@@ -110,13 +112,23 @@ def test_json_file_holds_token_expiry_user_id_and_username(account, token_dir):
     assert document == {
         "access_token": TOKEN,
         "expires_at": (NOW + timedelta(days=60)).isoformat(),
+        "id": BIG_ID,
         "user_id": BIG_USER_ID,
         "username": USERNAME,
     }
     assert datetime.fromisoformat(document["expires_at"]) == NOW + timedelta(days=60)
-    # A string, digit for digit: never a JSON number a reader would parse as a float.
-    assert isinstance(document["user_id"], str)
+    # Strings, digit for digit: never a JSON number a reader would parse as a float.
+    assert isinstance(document["user_id"], str) and isinstance(document["id"], str)
     assert f'"user_id": "{BIG_USER_ID}"' in text
+    assert f'"id": "{BIG_ID}"' in text
+
+
+def test_json_file_says_null_for_an_id_instagram_never_gave(account, token_dir):
+    # Basic Display, or /me in the data envelope: no /me id of the other name.
+    Account.objects.filter(pk=account.pk).update(export_format=Account.ExportFormat.JSON,
+                                                 ig_user_id="")
+    document = json.loads(export(account).read_text())
+    assert (document["id"], document["user_id"]) == (BIG_ID, None)
 
 
 def test_reexport_replaces_the_content(account, token_dir):

@@ -29,7 +29,8 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
     ]
     list_filter = ["status", "app"]
-    search_fields = ["label", "username", "ig_user_id"]
+    # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
+    search_fields = ["label", "username", "=ig_id", "=ig_user_id", "=ig_exchange_user_id"]
     list_select_related = ["app", "token"]
     change_form_template = "admin/accounts/account/change_form.html"
     fieldsets = [
@@ -37,12 +38,14 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         ("Token file", {"fields": ["token_filename", "export_enabled", "export_format",
                                    "file_name", "file_health", "file_written_at",
                                    "file_error"]}),
-        ("Instagram", {"fields": ["username", "ig_user_id", "status", "last_error"]}),
+        ("Instagram", {"fields": ["username", "ig_id", "ig_user_id", "ig_exchange_user_id",
+                                  "status", "last_error"]}),
         ("Token", {"fields": ["token_hint", "token_kind", "obtained_at", "expires_at",
                               "last_refreshed_at", "permissions"]}),
     ]
     readonly_fields = [
-        "username", "ig_user_id", "status", "last_error", "file_written_at", "file_error",
+        "username", "ig_id", "ig_user_id", "ig_exchange_user_id", "status", "last_error",
+        "file_written_at", "file_error",
         "file_name", "file_health",
         "token_hint", "token_kind", "obtained_at", "expires_at", "last_refreshed_at",
         "permissions",

@@ -56,9 +56,12 @@ class LongLivedToken:
 
 @dataclass(frozen=True)
 class Profile:
-    """The account behind a token, from /me. `id` is the id the registry keys on."""
+    """The account behind a token, from /me, with each id as /me named it (section 5):
+    `id` (app-scoped with Instagram Login, the user's id with Basic Display) and `user_id`
+    (Instagram Login only: the professional account's id). At least one is set: /me in
+    the `data` envelope carries `user_id` and no `id`."""
 
-    id: str
+    id: str | None
     username: str
     user_id: str | None = None
     account_type: str | None = None
@@ -128,16 +131,17 @@ def profile_from(body: dict[str, Any], usage: Usage | None) -> Profile:
         entry = body["data"][0] if body["data"] else None
     if not isinstance(entry, dict):
         raise MalformedAnswer("Instagram's profile answer had an unknown shape.")
-    raw_id = entry.get("id", entry.get("user_id"))
-    ident, username = valid_id(raw_id), valid_username(entry.get("username"))
-    if ident is None or username is None:
+    ids: dict[str, str | None] = {}
+    for name in ("id", "user_id"):
+        raw = entry.get(name)
+        ids[name] = valid_id(raw) if raw not in (None, "") else None
+        if raw not in (None, "") and ids[name] is None:
+            raise MalformedAnswer(f"Instagram's profile answer had an unusable {name}.")
+    username = valid_username(entry.get("username"))
+    if (ids["id"] is None and ids["user_id"] is None) or username is None:
         raise MalformedAnswer("Instagram's profile answer had no usable id or username.")
-    raw_user_id = entry.get("user_id")
-    user_id = valid_id(raw_user_id) if raw_user_id not in (None, "") else None
-    if raw_user_id not in (None, "") and user_id is None:
-        raise MalformedAnswer("Instagram's profile answer had an unusable user_id.")
     account_type = entry.get("account_type")
     if not (isinstance(account_type, str) and re.fullmatch(r"[A-Z_]{1,40}", account_type)):
         account_type = None
-    return Profile(id=ident, username=username, user_id=user_id, account_type=account_type,
-                   usage=usage)
+    return Profile(id=ids["id"], username=username, user_id=ids["user_id"],
+                   account_type=account_type, usage=usage)

@@ -339,7 +339,9 @@ def token_file_content(*, account: Account, token: Token) -> str:
         document = {
             "access_token": None if empty else token.value,
             "expires_at": token.expires_at.isoformat(),
-            "user_id": account.ig_user_id,
+            # Each id as /me names it (README, "Token files"); null when not known.
+            "id": account.ig_id or None,
+            "user_id": account.ig_user_id or None,
             "username": account.username,
         }
         if empty:
@@ -448,7 +450,9 @@ def token_status_rows() -> list[dict]:
             "app": account.app.name,
             "label": account.label,
             "username": account.username or None,
+            "ig_id": account.ig_id or None,
             "ig_user_id": account.ig_user_id or None,
+            "ig_exchange_user_id": account.ig_exchange_user_id or None,
             "status": account.status,
             "expires_at": token.expires_at.isoformat() if token else None,
             "last_refreshed_at": (token.last_refreshed_at.isoformat()

@@ -203,6 +203,7 @@ def oauth_complete(*, account: Account, code: str, actor: Actor, now: datetime) 
             "value": short.access_token,
             "expires_at": now + SHORT_LIVED_LIFETIME,
             "permissions": list(short.permissions),
+            "exchange_user_id": short.user_id,
             "created_at": now,
         },
     )
@@ -301,6 +302,7 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
             actor=actor,
             now=now,
             expiry_assumed=long.expiry_assumed,
+            exchange_user_id=pending.exchange_user_id,
         )
     except FlowError as exc:
         return exc

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 
 from .. import instagram, selectors
+from ..identity import InstagramIds, same_account
 from ..instagram import InstagramError, Profile, TokenInvalid
 from ..models import Account, Event, Token
 from ..timeutil import as_utc, utc_text
@@ -38,22 +39,30 @@ def token_store(
     actor: Actor,
     now: datetime,
     expiry_assumed: bool = False,
+    exchange_user_id: str = "",
 ) -> Token:
     """Store a token for the account after checking that it belongs to the right
-    Instagram user; raises FlowError (and logs the refusal) when it does not.
-    `expiry_assumed`: Instagram gave no expiry and 60 days were assumed (said in the
-    event)."""
+    Instagram user (`accounts.identity`: any id the account and the answer share);
+    raises FlowError (and logs the refusal) when it does not, or when another account of
+    the app holds one of the answer's ids. Stores each id in its own field, keeping those
+    the answer did not carry. `exchange_user_id`: the code exchange's `user_id`, when the
+    token came from one. `expiry_assumed`: Instagram gave no expiry and 60 days were
+    assumed (said in the event)."""
     token = None
+    answered = _answered_ids(profile, exchange_user_id)
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account.pk)
-        problem = _identity_problem(locked, profile)
+        problem = _identity_problem(locked, profile, answered)
         if problem is None:
-            locked.ig_user_id = profile.id
+            ids = answered.merged_into(selectors.account_instagram_ids(locked))
+            locked.ig_id, locked.ig_user_id = ids.id, ids.user_id
+            locked.ig_exchange_user_id = ids.exchange_user_id
             locked.username = profile.username
             locked.status = Account.Status.ACTIVE
             locked.last_error = ""
             locked.save(
-                update_fields=["ig_user_id", "username", "status", "last_error", "updated_at"]
+                update_fields=["ig_id", "ig_user_id", "ig_exchange_user_id", "username",
+                               "status", "last_error", "updated_at"]
             )
             token, _ = Token.objects.update_or_create(
                 account=locked,
@@ -85,19 +94,33 @@ def token_store(
     return token
 
 
-def _identity_problem(account: Account, profile: Profile) -> str | None:
-    if account.ig_user_id and account.ig_user_id != profile.id:
+def _answered_ids(profile: Profile, exchange_user_id: str = "") -> InstagramIds:
+    return InstagramIds(id=profile.id or "", user_id=profile.user_id or "",
+                        exchange_user_id=exchange_user_id)
+
+
+def _twin_of(account: Account, answered: InstagramIds) -> Account | None:
+    """Another account of the same app that knows one of the answered ids."""
+    for instagram_id in sorted(answered.known()):
+        twin = (selectors.accounts_of_instagram_user(app_id=account.app_id,
+                                                     instagram_id=instagram_id)
+                .exclude(pk=account.pk).first())
+        if twin is not None:
+            return twin
+    return None
+
+
+def _identity_problem(account: Account, profile: Profile,
+                      answered: InstagramIds) -> str | None:
+    stored = selectors.account_instagram_ids(account)
+    if same_account(stored, answered) is False:
         return (
             f"The wrong Instagram account was authorized: this account is "
-            f"{account.username or account.ig_user_id} (id {account.ig_user_id}), Instagram "
-            f"answered for @{profile.username} (id {profile.id}). Nothing was stored; "
-            f"sign in to Instagram as the right account and try again."
+            f"{account.username or 'known'} ({stored.describe()}), Instagram answered for "
+            f"@{profile.username} ({answered.describe()}). Nothing was stored; sign in to "
+            f"Instagram as the right account and try again."
         )
-    twin = (
-        Account.objects.filter(app_id=account.app_id, ig_user_id=profile.id)
-        .exclude(pk=account.pk)
-        .first()
-    )
+    twin = _twin_of(account, answered)
     if twin is not None:
         return (
             f"@{profile.username} is already registered as account '{twin.label}'. "
@@ -131,17 +154,31 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
         if isinstance(exc, TokenInvalid):
             token_file_dead_token_apply(account=account, actor=actor, now=now)
         raise FlowError(f"Instagram did not accept the token: {exc}", account=account) from None
-    if account.ig_user_id and account.ig_user_id != profile.id:
-        message = (
-            f"The stored token belongs to @{profile.username} (id {profile.id}), not to this "
-            f"account (id {account.ig_user_id})."
-        )
+    answered = _answered_ids(profile)
+    message = ""
+    with transaction.atomic():
+        # The ids as they are now (the caller's copy may predate an authorization), held
+        # until they are written.
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        stored = selectors.account_instagram_ids(locked)
+        twin = _twin_of(locked, answered)
+        if same_account(stored, answered) is False:
+            message = (
+                f"The stored token belongs to @{profile.username} ({answered.describe()}), "
+                f"not to this account ({stored.describe()})."
+            )
+        elif twin is not None:
+            message = (f"The stored token belongs to @{profile.username}, already registered "
+                       f"as account '{twin.label}'.")
+        else:
+            ids = answered.merged_into(stored)
+            Account.objects.filter(pk=account.pk).update(
+                username=profile.username, ig_id=ids.id, ig_user_id=ids.user_id, last_error=""
+            )
+    if message:
         event_record(account=account, action="verify", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
         raise FlowError(message, account=account)
-    Account.objects.filter(pk=account.pk).update(
-        username=profile.username, ig_user_id=profile.id, last_error=""
-    )
     event_record(account=account, action="verify", outcome=Event.Outcome.OK,
                  message=f"Token belongs to @{profile.username}.", actor=actor, now=now)
     return profile

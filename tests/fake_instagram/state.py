@@ -46,6 +46,9 @@ ME_FIELDS = (
     "profile_picture_url",
     "followers_count",
 )
+# Basic Display's user node had only these (section 5's table: the others, `user_id`
+# among them, are the Instagram Login flavour's).
+BASIC_DISPLAY_ME_FIELDS = ("id", "username", "account_type", "media_count")
 TOKEN_KINDS = ("short", "long")
 
 # Flat-shape error messages of the code exchange (section 2).
@@ -713,7 +716,10 @@ class FakeState:
                 return flat_error_reply(REDIRECT_MISMATCH)
             code.used = True
             token = self.issue_token(app, code.username, "short", code.scopes)
-            user_id = self.users[code.username].user_id
+            # Basic Display has one id per user, which its exchange answers; Instagram
+            # Login's exchange answers a user_id that can differ from /me's id (section 2).
+            user = self.users[code.username]
+            user_id = user.id if app.flavour == "basic_display" else user.user_id
             shape = self.exchange_shape
         number: int | str = int(user_id) if user_id.isdigit() else user_id
         if shape == "data":
@@ -842,10 +848,21 @@ class FakeState:
             checked = self._check_token(params["access_token"])
             if isinstance(checked, Reply):
                 return checked
+            app = self.apps.get(checked.client_id)
+            if app is not None and app.flavour == "basic_display":
+                for name in fields:
+                    if name not in BASIC_DISPLAY_ME_FIELDS:
+                        return graph_error_reply(
+                            100, f"(#100) Tried accessing nonexisting field ({name}) on node "
+                            f"type (User)", type="IGApiException")
             user = self.users[checked.username]
             values = {name: getattr(user, name) for name in fields}
             shape = self.me_shape
         if shape == "data":
+            # The envelope names the account's id `user_id` and carries no `id`: with
+            # Basic Display, whose users have one id, that is the same number as /me's id.
             values.pop("id", None)
-            return json_reply(200, {"data": [{"user_id": user.user_id, **values}]})
+            basic = app is not None and app.flavour == "basic_display"
+            return json_reply(200, {"data": [{"user_id": user.id if basic else user.user_id,
+                                              **values}]})
         return json_reply(200, values)
