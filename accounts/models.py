@@ -470,3 +470,42 @@ class DataDeletionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Data deletion {self.confirmation_code}"
+
+
+class ApiKey(models.Model):
+    """A key a website on another host presents to the token API
+    (`Authorization: Bearer <key>`, `accounts.api`), scoped to some accounts or apps.
+
+    Only a SHA-256 hash of the key is stored (the key is 256 random bits, so a plain hash
+    is enough): the key is shown once, when an operator creates it. `prefix` (the key's
+    first characters) tells staff which key a log line or an event names. A consumer may
+    also give a URL for change webhooks (Standard Webhooks, `accounts.webhooks`), signed
+    with `webhook_secret` (encrypted; shown once with the key)."""
+
+    name = models.CharField(max_length=100, unique=True,
+                            help_text="Who uses it, e.g. the website's host.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    accounts = models.ManyToManyField(Account, blank=True, related_name="api_keys",
+                                      help_text="The accounts whose tokens it may read.")
+    apps = models.ManyToManyField(InstagramApp, blank=True, related_name="api_keys",
+                                  help_text="Every account of these apps, now and later.")
+    webhook_url = models.URLField(
+        "change webhook URL", max_length=500, blank=True,
+        help_text="Called (POST, Standard Webhooks) when a token this key may read changes.",
+    )
+    webhook_secret = EncryptedTextField(blank=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+", editable=False)
+    created_at = models.DateTimeField(editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+", editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -6,12 +6,15 @@ checks what it needs itself (a state, Meta's signature, a link's secret, a token
 
 from django.urls import path
 
-from .views import healthz, liveness, metrics, oauth_callback
+from .views import api, healthz, liveness, metrics, oauth_callback
 
 urlpatterns = [
     # Must match the path of the redirect URI registered at Meta, trailing slash included.
     # Completes flows started by staff (Authorize) and by owners (owner links).
     path("oauth/callback/", oauth_callback, name="oauth-callback"),
+    # The token API for websites on other hosts (an API key; README "Token API").
+    path("api/v1/tokens/<str:account>", api.token_read, name="api-token"),
+    path("api/v1/openapi.json", api.openapi, name="api-openapi"),
     path("healthz", healthz, name="healthz"),
     path("healthz/live", liveness, name="liveness"),
     path("metrics", metrics, name="metrics"),

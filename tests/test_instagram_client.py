@@ -207,7 +207,7 @@ def test_authorize_url_opens_the_dialog(fake: FakeInstagram, client: InstagramCl
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_full_lifecycle(fake: FakeInstagram, client: InstagramClient, flavour: str) -> None:
     client_id, secret = register(fake, flavour)
-    user = fake.add_user(USERNAME, id=BIG_ID, user_id=BIG_USER_ID)
+    fake.add_user(USERNAME, id=BIG_ID, user_id=BIG_USER_ID)
 
     location = authorize(client, fake, flavour, state="st-life")
     assert location.startswith(CALLBACK_URI + "?") and location.endswith("#_")

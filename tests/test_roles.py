@@ -34,7 +34,7 @@ from tests.conftest import SECRETS, allow_at_fake, callback_path
 LOGIN_SECRET = SECRETS["instagram_login"][1]
 PASSWORD = "pw-correct-horse-12345"
 VIEWER_PERMS = {"accounts.view_instagramapp", "accounts.view_account", "accounts.view_event",
-                "accounts.view_tokenfile"}
+                "accounts.view_tokenfile", "accounts.view_apikey"}
 
 
 def member(django_user_model, username: str, group: str):  # noqa: ANN001
@@ -113,7 +113,8 @@ def test_the_migration_creates_both_roles(db):
                  .permissions.values_list("codename", flat=True)}
     assert viewers == VIEWER_PERMS
     assert {"authorize_account", "verify_account", "refresh_account", "export_account",
-            "import_token", "take_over_tokenfile", "change_account"} <= operators
+            "import_token", "take_over_tokenfile", "change_account", "add_apikey",
+            "change_apikey"} <= operators
     assert "change_instagramapp" not in operators  # app secrets stay with administrators
 
 

@@ -5,4 +5,4 @@ where it is done: each action names its permission (`@admin.action(permissions=.
 each extra page checks one (see `account_actions` for the list).
 """
 
-from . import accounts, apps, devices, events, token_files  # noqa: F401  (registers them)
+from . import accounts, api_keys, apps, devices, events, token_files  # noqa: F401  (registers them)

@@ -15,6 +15,7 @@ from .alert_outbox import (
     webhook_signature,
 )
 from .alerts import AlertItem, AlertReport, alerts_dispatch
+from .api_keys import api_key_create, api_key_revoke, api_key_touch, api_read_record
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import (
     FileNameTaken,
@@ -47,6 +48,10 @@ from .refresh import (
 from .tokens import account_verify, token_import, token_store
 
 __all__ = [
+    "api_key_create",
+    "api_key_revoke",
+    "api_key_touch",
+    "api_read_record",
     "AlertItem",
     "AlertReport",
     "alerts_dispatch",

@@ -1,0 +1,94 @@
+"""The token API: `GET /api/v1/tokens/<account>` for websites on other hosts (README
+"Token API"; its OpenAPI document is accounts/openapi.json, served at
+/api/v1/openapi.json).
+
+A caller presents an API key (`Authorization: Bearer igr_...`); the key must be live and
+scoped to the account. The answer carries an ETag and honours `If-None-Match` (304, no
+body), so a poller costs little. Each read is logged (the key's prefix, never the token);
+one that hands out the token is also an event on the account."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.cache import get_conditional_response
+from django.views.decorators.http import require_GET
+
+from ..selectors import api as api_selectors
+from ..services import api_keys
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
+
+
+def _error(status: int, code: str, detail: str) -> JsonResponse:
+    response = JsonResponse({"error": code, "detail": detail}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="igregistry"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def token_read(request: HttpRequest, account: str) -> HttpResponse:
+    """The account's token, expiry and Instagram ids as JSON (200, with an ETag), 304
+    when `If-None-Match` names the current ETag; 400 for a malformed name or header,
+    401 without a live key, 403 when the key's scope does not cover the account, 404
+    for an unknown account or one without a token."""
+    given = request.headers.get("Authorization", "")
+    scheme, _, presented = given.partition(" ")
+    key = None
+    if scheme.lower() == "bearer" and presented.strip():
+        key = api_selectors.api_key_for(presented=presented.strip())
+    if key is None:
+        logger.info("api read refused: %s key, account=%.100r",
+                    "no" if not given else "unknown or revoked", account)
+        if not given:
+            return _error(401, "missing_key", "Send the API key: Authorization: Bearer igr_...")
+        return _error(401, "invalid_key", "That API key is unknown or revoked.")
+    if not _NAME.fullmatch(account):
+        return _error(400, "bad_request", "Name the account by its id or token file name.")
+    if len(request.headers.get("If-None-Match", "")) > 200:
+        return _error(400, "bad_request", "If-None-Match is too long to be an ETag.")
+    target = api_selectors.account_for_api(name=account)
+    if target is None:
+        logger.info("api read key=%s account=%s: no such account", key.prefix, account)
+        return _error(404, "not_found", "No account has that id or token file name.")
+    if not api_selectors.api_key_may_read(key=key, account=target):
+        logger.info("api read key=%s account=%s: out of scope", key.prefix, target.pk)
+        return _error(403, "out_of_scope", "This API key may not read that account.")
+    answer = api_selectors.api_token(account=target)
+    if answer is None:
+        logger.info("api read key=%s account=%s: no token", key.prefix, target.pk)
+        return _error(404, "no_token", f"The account holds no token (status "
+                      f"{target.status}): it needs authorizing.")
+    now = timezone.now()
+    unchanged = get_conditional_response(request, etag=answer.etag)
+    if unchanged is not None and unchanged.status_code == 304:
+        logger.info("api read key=%s account=%s: unchanged (304)", key.prefix, target.pk)
+        api_keys.api_key_touch(key=key, now=now)
+        return _headers(unchanged, answer.etag)
+    api_keys.api_read_record(key=key, account=target, now=now)
+    logger.info("api read key=%s account=%s: token given", key.prefix, target.pk)
+    return _headers(HttpResponse(answer.body, content_type="application/json"), answer.etag)
+
+
+def _headers(response: HttpResponse, etag: str) -> HttpResponse:
+    response["ETag"] = etag
+    # The client may keep it but must ask again each time; no shared cache may keep it.
+    response["Cache-Control"] = "private, no-cache"
+    response["Vary"] = "Authorization"
+    return response
+
+
+@require_GET
+def openapi(request: HttpRequest) -> HttpResponse:
+    """The token API's OpenAPI 3 document (public: it holds no secret)."""
+    return JsonResponse(json.loads(_OPENAPI.read_text()))
