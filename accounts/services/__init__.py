@@ -14,7 +14,7 @@ from .alert_outbox import (
     alert_retry_delay,
     webhook_signature,
 )
-from .alerts import AlertItem, AlertReport, alerts_dispatch
+from .alerts import AlertItem, AlertReport, alert_notice_queue, alerts_dispatch
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import (
     FileNameTaken,
@@ -28,7 +28,25 @@ from .files import (
     token_files_write,
 )
 from .keys import secrets_reencrypt
-from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
+from .oauth import (
+    oauth_callback,
+    oauth_complete,
+    oauth_paste,
+    oauth_start,
+    oauth_state_consume,
+    oauth_state_issue,
+)
+from .owner_links import (
+    OwnerFlowFailed,
+    OwnerFlowStart,
+    OwnerLinkRefused,
+    owner_link_actor,
+    owner_link_callback,
+    owner_link_create,
+    owner_link_refusal,
+    owner_link_revoke,
+    owner_link_start,
+)
 from .refresh import (
     Outcome,
     RefreshResult,
@@ -50,6 +68,7 @@ __all__ = [
     "AlertItem",
     "AlertReport",
     "alerts_dispatch",
+    "alert_notice_queue",
     "DeliveryReport",
     "alert_deliveries_send",
     "alert_retry_delay",
@@ -77,6 +96,16 @@ __all__ = [
     "oauth_paste",
     "oauth_start",
     "oauth_state_consume",
+    "oauth_state_issue",
+    "OwnerFlowFailed",
+    "OwnerFlowStart",
+    "OwnerLinkRefused",
+    "owner_link_actor",
+    "owner_link_callback",
+    "owner_link_create",
+    "owner_link_refusal",
+    "owner_link_revoke",
+    "owner_link_start",
     "profile_fields",
     "secrets_reencrypt",
     "token_export",
