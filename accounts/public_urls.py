@@ -6,12 +6,19 @@ checks what it needs itself (a state, Meta's signature, a link's secret, a token
 
 from django.urls import path
 
-from .views import healthz, liveness, metrics, oauth_callback
+from .views import healthz, liveness, metrics, oauth_callback, owner_links
 
 urlpatterns = [
     # Must match the path of the redirect URI registered at Meta, trailing slash included.
     # Completes flows started by staff (Authorize) and by owners (owner links).
     path("oauth/callback/", oauth_callback, name="oauth-callback"),
+    # Owner authorization links: the link itself (?link=<secret>; GET shows, POST starts),
+    # and the page the owner lands on once the token is stored. Never cached or indexed,
+    # and they send no Referer.
+    path("owner/authorize/", owner_links.owner_authorize,
+         name="owner-authorize"),
+    path("owner/authorized/<str:done>/", owner_links.owner_authorized,
+         name="owner-authorized"),
     path("healthz", healthz, name="healthz"),
     path("healthz/live", liveness, name="liveness"),
     path("metrics", metrics, name="metrics"),
