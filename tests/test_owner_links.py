@@ -127,11 +127,15 @@ def test_owner_authorizes_through_the_link(admin_client, admin_user, owner, acco
     assert secret not in text and "/admin/" not in text
     assert SECRETS[account.app.flavour][1] not in text
     assert page["X-Robots-Tag"].startswith("noindex")
-    assert page["Referrer-Policy"] == "no-referrer"
+    # Same origin only: the POST's Origin must be real for the CSRF check (test_browser_*).
+    assert page["Referrer-Policy"] == "same-origin"
     assert "no-cache" in page["Cache-Control"] or "max-age=0" in page["Cache-Control"]
     assert not OAuthState.objects.exists()  # a GET (a mail scanner) starts nothing
 
-    authorize_url = go_to_instagram(owner, path)
+    response = owner.post(path)
+    assert response.status_code == 302
+    assert response["Referrer-Policy"] == "no-referrer"  # Instagram gets no Referer
+    authorize_url = response["Location"]
     assert authorize_url.startswith(fake.url + "/oauth/authorize?")
     state_row = OAuthState.objects.get()
     assert state_row.owner_link_id == link.pk and state_row.user_id is None
@@ -520,3 +524,15 @@ def test_two_callbacks_racing_spend_the_link_once(postgres, transactional_db, ad
     assert link.used_at is not None
     assert Event.objects.filter(account=account, action="owner_link_use").count() == 1
     assert Event.objects.filter(account=account, action="authorize", outcome="ok").count() == 1
+
+
+def test_only_a_post_with_the_csrf_token_starts(admin_client, login_account, fake):
+    path = create_link(admin_client, login_account)
+    browser = Client(enforce_csrf_checks=True)
+    assert browser.post(path).status_code == 403  # no token: a cross-site form
+    assert not OAuthState.objects.exists()
+    page = browser.get(path)
+    token = page.context["csrf_token"]
+    response = browser.post(path, {"csrfmiddlewaretoken": str(token)})
+    assert response.status_code == 302 and response["Location"].startswith(fake.url)
+    assert OAuthState.objects.count() == 1

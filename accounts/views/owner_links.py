@@ -52,13 +52,14 @@ def owner_link_url(secret: str) -> str:
 
 
 def public_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Never cached, never indexed, never sent as a Referer (the secret is in the URL)."""
+    """Never cached, never indexed, never sent as a Referer (the secret is in the URL):
+    `no-referrer` unless the view chose otherwise (see `owner_authorize`)."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         response = view(request, *args, **kwargs)
         response["X-Robots-Tag"] = "noindex, nofollow"
-        response["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
     return never_cache(wrapped)
@@ -117,10 +118,15 @@ def owner_authorize(request: HttpRequest) -> HttpResponse:
     refusal = services.owner_link_refusal(link=link, now=now)
     if refusal is not None:
         return _refused(request, refusal)
-    return render(request, "accounts/owner/authorize.html",
-                  _context(title=f"Authorize {link.account.label}", link=link,
-                           account=link.account, site_url=settings.SITE_URL,
-                           expires=utc_text(link.expires_at)))
+    response = render(request, "accounts/owner/authorize.html",
+                      _context(title=f"Authorize {link.account.label}", link=link,
+                               account=link.account, site_url=settings.SITE_URL,
+                               expires=utc_text(link.expires_at)))
+    # Not no-referrer on the page with the form: browsers then send "Origin: null" with
+    # its POST, which the CSRF check must refuse. same-origin still gives no other site
+    # a Referer (Instagram gets none: the redirect to it says no-referrer).
+    response["Referrer-Policy"] = "same-origin"
+    return response
 
 
 def _bound_state_hashes(request: HttpRequest) -> list[str]:
