@@ -190,7 +190,7 @@ def test_a_link_is_spent_once(admin_client, owner, login_account, fake):
         assert again.status_code == 410
     # The callback replayed: the state is spent.
     replay = owner.get(callback)
-    assert replay.status_code == 410 and "already completed" in replay.content.decode()
+    assert replay.status_code == 410 and "already used" in replay.content.decode()
     assert rows() == before and len(fake.calls()) == calls
 
 
@@ -333,6 +333,10 @@ def test_a_denial_leaves_the_link_usable(admin_client, owner, login_account, fak
     denied = Event.objects.get(account=login_account, action="authorize", outcome="denied")
     assert denied.actor_job.startswith("owner link #")
 
+    denial = owner_flow(owner, path, decision="cancel")
+    owner.get(denial)
+    replay = owner.get(denial)  # the same return again: handled, the link still open
+    assert replay.status_code == 400 and "already handled" in replay.content.decode()
     assert owner.get(path).status_code == 200
     assert owner.get(owner_flow(owner, path)).status_code == 302
     assert Token.objects.filter(account=login_account).exists()
@@ -536,3 +540,11 @@ def test_only_a_post_with_the_csrf_token_starts(admin_client, login_account, fak
     response = browser.post(path, {"csrfmiddlewaretoken": str(token)})
     assert response.status_code == 302 and response["Location"].startswith(fake.url)
     assert OAuthState.objects.count() == 1
+
+
+def test_the_admin_warns_when_the_owner_could_not_come_back(admin_client, login_account,
+                                                             settings):
+    url = reverse("admin:accounts_account_owner_link", args=[login_account.pk])
+    assert "redirect-warning" in admin_client.get(url).content.decode()  # testserver
+    settings.SITE_URL = "http://testserver"
+    assert "redirect-warning" not in admin_client.get(url).content.decode()

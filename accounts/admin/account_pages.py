@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -21,7 +22,7 @@ from ..forms import ImportTokenForm, OwnerLinkForm, PasteForm
 from ..models import Account
 from ..services import Actor, FlowError
 from ..timeutil import utc_text
-from ..views.owner_links import owner_link_url
+from ..views.owner_links import owner_link_completes_here, owner_link_url
 
 
 def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
@@ -107,7 +108,9 @@ class AccountPagesMixin:
         account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
         form = OwnerLinkForm(request.POST or None)
         context = {"title": f"Owner authorization link for {account}", "account": account,
-                   "form": form}
+                   "form": form,
+                   "completes_here": owner_link_completes_here(account.app.redirect_uri),
+                   "callback_url": f"{settings.SITE_URL}{reverse('oauth-callback')}"}
         if request.method == "POST" and form.is_valid():
             link, secret = services.owner_link_create(
                 account=account, user=request.user, now=timezone.now(),

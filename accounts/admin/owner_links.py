@@ -40,7 +40,7 @@ class OwnerLinkStateFilter(admin.SimpleListFilter):
 class OwnerLinkAdmin(RegistryModelAdmin):
     list_display = ["account", "created_by", "created_at", "expires_at", "state", "used_at",
                     "revoked_by"]
-    list_filter = [OwnerLinkStateFilter, "created_at", "account__app"]
+    list_filter = [OwnerLinkStateFilter, "account__app"]
     search_fields = ["account__label"]
     list_select_related = ["account", "created_by", "revoked_by"]
     date_hierarchy = "created_at"

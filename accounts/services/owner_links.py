@@ -46,10 +46,12 @@ _SECRET_BYTES = 32
 class OwnerLinkRefused(FlowError):
     """The link (or the owner's return from Instagram) cannot be used, and nothing was
     changed by it. `reason` is an OwnerLinkState (USED, EXPIRED, REVOKED), UNKNOWN (no
-    such link or state) or OTHER_BROWSER (a redirect replayed away from the browser that
-    opened the link); `link` is the link when there is one."""
+    such link or state), STATE (this return from Instagram was already handled, or came
+    too late, while the link itself is still open) or OTHER_BROWSER (a redirect replayed
+    away from the browser that opened the link); `link` is the link when there is one."""
 
     UNKNOWN = "unknown"
+    STATE = "state"
     OTHER_BROWSER = "other_browser"
 
     def __init__(self, message: str, *, reason: str, link: OwnerLink | None = None) -> None:
@@ -191,14 +193,11 @@ def _owner_state_consume(*, state: str | None, bound_state_hashes: Collection[st
         if row is None:
             raise owner_link_refusal(link=None, now=now)
         link = row.owner_link
-        if row.used_at is not None:
-            refusal = OwnerLinkRefused(
-                "This authorization was already completed or refused: open the link you "
-                "were sent again.", reason=OwnerLinkState.USED, link=link)
-        elif row.expires_at <= now:
-            refusal = OwnerLinkRefused(
-                "This authorization took too long. Open the link you were sent again.",
-                reason=OwnerLinkState.EXPIRED, link=link)
+        if row.used_at is not None or row.expires_at <= now:
+            # A spent or dead link says so; an open one is simply opened again.
+            refusal = owner_link_refusal(link=link, now=now) or OwnerLinkRefused(
+                "This return from Instagram was already handled or came too late. Open "
+                "the link you were sent again.", reason=OwnerLinkRefused.STATE, link=link)
         elif state_hash not in bound_state_hashes:
             refusal = OwnerLinkRefused(
                 "Instagram sent you back to a different browser than the one that opened "

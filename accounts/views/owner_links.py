@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import wraps
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -49,6 +49,17 @@ def owner_link_url(secret: str) -> str:
     """The link to send to the owner: absolute, on SITE_URL (the registry's public
     address, where Instagram's redirect URI also points)."""
     return f"{settings.SITE_URL}{reverse('owner-authorize')}?{urlencode({LINK_PARAM: secret})}"
+
+
+def owner_link_completes_here(redirect_uri: str) -> bool:
+    """Whether Instagram's redirect (the app's `redirect_uri`) brings the owner back to
+    this registry's callback on SITE_URL, where the link was opened: otherwise the owner
+    lands elsewhere (or without the cookie that binds their browser) and the link cannot
+    complete."""
+    expected = urlsplit(f"{settings.SITE_URL}{reverse('oauth-callback')}")
+    given = urlsplit(redirect_uri)
+    return ((given.scheme, given.netloc.lower(), given.path)
+            == (expected.scheme, expected.netloc.lower(), expected.path))
 
 
 def public_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
