@@ -1,4 +1,5 @@
-"""Forms for the admin: app credentials, the paste form and the token import form."""
+"""Forms for the admin: app credentials, the paste form, the token import form and an
+owner link's lifetime."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from datetime import UTC, datetime
 
 from django import forms
+from django.conf import settings
 from django.core.validators import URLValidator
 from django.utils import timezone
 
@@ -139,3 +141,16 @@ class AccountForm(forms.ModelForm):
                     f"the orphaned file in Token files first."
                 )
         return name
+
+
+class OwnerLinkForm(forms.Form):
+    """How long an owner authorization link stays usable (OWNER_LINK_TTL_DAYS by default)."""
+
+    days = forms.IntegerField(
+        label="Valid for (days)", min_value=1, max_value=30,
+        help_text="The owner can use the link once within this time; 1 to 30 days.",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.fields["days"].initial = settings.OWNER_LINK_TTL_DAYS

@@ -6,12 +6,19 @@ checks what it needs itself (a state, Meta's signature, a link's secret, a token
 
 from django.urls import path
 
-from .views import api, healthz, liveness, metrics, oauth_callback
+from .views import api, healthz, liveness, metrics, oauth_callback, owner_links
 
 urlpatterns = [
     # Must match the path of the redirect URI registered at Meta, trailing slash included.
     # Completes flows started by staff (Authorize) and by owners (owner links).
     path("oauth/callback/", oauth_callback, name="oauth-callback"),
+    # Owner authorization links: the link itself (?link=<secret>; GET shows, POST starts),
+    # and the page the owner lands on once the token is stored. Never cached or indexed,
+    # and they send no Referer.
+    path("owner/authorize/", owner_links.owner_authorize,
+         name="owner-authorize"),
+    path("owner/authorized/<str:done>/", owner_links.owner_authorized,
+         name="owner-authorized"),
     # The token API for websites on other hosts (an API key; README "Token API").
     path("api/v1/tokens/<str:account>", api.token_read, name="api-token"),
     path("api/v1/openapi.json", api.openapi, name="api-openapi"),

@@ -256,6 +256,12 @@ if not 0 < INSTAGRAM_DEADLINE_SECONDS <= 18:
 OAUTH_STATE_TTL_SECONDS = env.int("OAUTH_STATE_TTL_SECONDS", default=30 * 60)
 if not 60 <= OAUTH_STATE_TTL_SECONDS <= 3600:
     raise ImproperlyConfigured("OAUTH_STATE_TTL_SECONDS must be between 60 and 3600.")
+# Owner authorization links (README, "Owner authorization links"): how many days a link an
+# operator sends to an account's owner stays usable unless the operator picks another
+# lifetime (1 to 30 days) when creating it. The link is a bearer secret: keep it short.
+OWNER_LINK_TTL_DAYS = env.int("OWNER_LINK_TTL_DAYS", default=3)
+if not 1 <= OWNER_LINK_TTL_DAYS <= 30:
+    raise ImproperlyConfigured("OWNER_LINK_TTL_DAYS must be between 1 and 30.")
 
 # --- Token files --------------------------------------------------------------------
 TOKEN_EXPORT_DIR = Path(env.str("TOKEN_EXPORT_DIR", default=str(VAR_DIR / "tokens")))

@@ -23,6 +23,7 @@ from accounts.models import (
     Event,
     InstagramApp,
     OAuthState,
+    OwnerLink,
     PendingToken,
     SweepState,
     Token,
@@ -71,10 +72,17 @@ def registry(fake, login_app, admin_client, token_dir):
     return Account.objects.select_related("token").get(pk=account.pk)
 
 
+def registry_admin():  # noqa: ANN201
+    """The superuser the registry fixture signed in as (admin_client's)."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username="admin")
+
+
 def snapshot() -> str:
     """Every registry row, serialized: equal before and after means nothing changed."""
     models = [InstagramApp, Account, Token, PendingToken, OAuthState, TokenFile, Event,
-              SweepState, AlertDelivery]
+              SweepState, AlertDelivery, OwnerLink]
     return "".join(serializers.serialize("json", m.objects.order_by("pk")) for m in models)
 
 
@@ -148,14 +156,17 @@ def test_the_viewer_walk(client, viewer, registry, fake, token_dir, settings):
     reads what it may, finds no secret or token, and changes nothing."""
     client.force_login(viewer)
     token = registry.token.value
+    link, _ = services.owner_link_create(account=registry, user=registry_admin(),
+                                         now=timezone.now())
     objects = {"account": str(registry.pk), "instagramapp": str(registry.app_id),
                "event": str(Event.objects.first().pk),
-               "tokenfile": str(TokenFile.objects.first().pk)}
+               "tokenfile": str(TokenFile.objects.first().pk), "ownerlink": str(link.pk)}
     urls = admin_urls(objects)
     pk = registry.pk
     for must in (f"/admin/accounts/account/{pk}/authorize/", f"/admin/accounts/account/{pk}/paste/",
                  f"/admin/accounts/account/{pk}/import-token/",
                  f"/admin/accounts/account/{pk}/take-over-file/",
+                 f"/admin/accounts/account/{pk}/owner-link/", "/admin/accounts/ownerlink/",
                  "/admin/accounts/account/dashboard/", "/admin/accounts/tokenfile/",
                  "/admin/two-factor/", f"/admin/accounts/instagramapp/{registry.app_id}/change/"):
         assert must in urls, must
@@ -168,6 +179,7 @@ def test_the_viewer_walk(client, viewer, registry, fake, token_dir, settings):
             response = getattr(client, method)(url, {"access_token": "IGAAforgedtoken123",
                                                      "redirected_url": "https://x/?code=abc",
                                                      "label": "Renamed", "name": "Renamed",
+                                                     "days": "3",
                                                      "app_secret": "new-secret-value-123"})
             assert response.status_code < 500, (method, url, response.status_code)
             body = response.content.decode(errors="replace")

@@ -1,8 +1,16 @@
-"""Django admin for apps, accounts, token files and the event log.
+"""Django admin for apps, accounts, token files, owner links and the event log.
 
 Thin: every write is a service call, every read a selector. Who may do what is declared
 where it is done: each action names its permission (`@admin.action(permissions=...)`) and
 each extra page checks one (see `account_actions` for the list).
 """
 
-from . import accounts, api_keys, apps, devices, events, token_files  # noqa: F401  (registers them)
+from . import (  # noqa: F401  (registers them)
+    accounts,
+    api_keys,
+    apps,
+    devices,
+    events,
+    owner_links,
+    token_files,
+)

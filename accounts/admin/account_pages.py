@@ -1,10 +1,12 @@
-"""The account's own pages beyond Django's: Authorize, paste, import, take over a file,
-and the expiry dashboard. Each checks the permission it needs when it acts."""
+"""The account's own pages beyond Django's: Authorize, paste, owner link, import, take
+over a file, and the expiry dashboard. Each checks the permission it needs when it acts."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,9 +18,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from .. import dashboard, selectors, services
-from ..forms import ImportTokenForm, PasteForm
+from ..forms import ImportTokenForm, OwnerLinkForm, PasteForm
 from ..models import Account
 from ..services import Actor, FlowError
+from ..timeutil import utc_text
+from ..views.owner_links import owner_link_completes_here, owner_link_url
 
 
 def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
@@ -38,6 +42,8 @@ class AccountPagesMixin:
             path("<int:pk>/paste/",
                  wrap(sensitive_post_parameters("redirected_url")(self.paste_view)),
                  name="accounts_account_paste"),
+            path("<int:pk>/owner-link/", wrap(self.owner_link_view),
+                 name="accounts_account_owner_link"),
             path("<int:pk>/take-over-file/", wrap(require_POST(self.take_over_view)),
                  name="accounts_account_take_over_file"),
             path("<int:pk>/import-token/",
@@ -94,6 +100,26 @@ class AccountPagesMixin:
                 return self._done(request, account, "authorized")
         return self._paste_page(request, account, form,
                                 status=400 if request.method == "POST" else 200)
+
+    # --- owner link (permission: authorize_account) ---
+    def owner_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET: the lifetime form. POST: create the link and show it, this once (only its
+        hash is kept). The admin's views are never cached."""
+        account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
+        form = OwnerLinkForm(request.POST or None)
+        context = {"title": f"Owner authorization link for {account}", "account": account,
+                   "form": form,
+                   "completes_here": owner_link_completes_here(account.app.redirect_uri),
+                   "callback_url": f"{settings.SITE_URL}{reverse('oauth-callback')}"}
+        if request.method == "POST" and form.is_valid():
+            link, secret = services.owner_link_create(
+                account=account, user=request.user, now=timezone.now(),
+                lifetime=timedelta(days=form.cleaned_data["days"]))
+            context.update(link=link, link_url=owner_link_url(secret),
+                           expires=utc_text(link.expires_at))
+        return self._page(request, "admin/accounts/account/owner_link.html",
+                          400 if request.method == "POST" and not form.is_valid() else 200,
+                          **context)
 
     # --- import (permission: import_token) ---
     def import_view(self, request: HttpRequest, pk: int) -> HttpResponse:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 
+# `link`: the secret of an owner authorization link (/owner/authorize/?link=...).
 _SECRET_PARAMS = re.compile(
-    r"(?P<key>\b(?:access_token|client_secret|code|signed_request|state)=)(?P<value>[^&\s\"'#]+)",
+    r"(?P<key>\b(?:access_token|client_secret|code|signed_request|state|link)=)"
+    r"(?P<value>[^&\s\"'#]+)",
     re.IGNORECASE,
 )
 

@@ -44,6 +44,15 @@ from ..models import (
     validate_token_filename,
 )
 from ..timeutil import utc_text
+from .owner_links import (  # noqa: F401  (the owner links' reads, re-exported)
+    OwnerLinkState,
+    oauth_state_of_owner_link,
+    owner_link_find,
+    owner_link_state,
+    owner_links_in_state,
+    owner_links_with_state,
+    owner_page_account,
+)
 
 
 def account_get(*, account_id: int) -> Account:

@@ -14,7 +14,7 @@ from .alert_outbox import (
     alert_retry_delay,
     webhook_signature,
 )
-from .alerts import AlertItem, AlertReport, alerts_dispatch
+from .alerts import AlertItem, AlertReport, alert_notice_queue, alerts_dispatch
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, api_read_record
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import (
@@ -29,7 +29,25 @@ from .files import (
     token_files_write,
 )
 from .keys import secrets_reencrypt
-from .oauth import oauth_callback, oauth_complete, oauth_paste, oauth_start, oauth_state_consume
+from .oauth import (
+    oauth_callback,
+    oauth_complete,
+    oauth_paste,
+    oauth_start,
+    oauth_state_consume,
+    oauth_state_issue,
+)
+from .owner_links import (
+    OwnerFlowFailed,
+    OwnerFlowStart,
+    OwnerLinkRefused,
+    owner_link_actor,
+    owner_link_callback,
+    owner_link_create,
+    owner_link_refusal,
+    owner_link_revoke,
+    owner_link_start,
+)
 from .refresh import (
     Outcome,
     RefreshResult,
@@ -55,6 +73,7 @@ __all__ = [
     "AlertItem",
     "AlertReport",
     "alerts_dispatch",
+    "alert_notice_queue",
     "DeliveryReport",
     "alert_deliveries_send",
     "alert_retry_delay",
@@ -82,6 +101,16 @@ __all__ = [
     "oauth_paste",
     "oauth_start",
     "oauth_state_consume",
+    "oauth_state_issue",
+    "OwnerFlowFailed",
+    "OwnerFlowStart",
+    "OwnerLinkRefused",
+    "owner_link_actor",
+    "owner_link_callback",
+    "owner_link_create",
+    "owner_link_refusal",
+    "owner_link_revoke",
+    "owner_link_start",
     "profile_fields",
     "secrets_reencrypt",
     "token_export",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,9 @@ class Kind:
     ALERT = "alert"  # entered an alerting state
     REMINDER = "reminder"  # still in the same alerting state, ALERT_REMINDER_HOURS later
     RESOLVED = "resolved"  # left the alerting states
+    # News that needs no action (an owner authorized through an owner link): queued when
+    # it happens, by `alert_notice_queue`, not decided by a run.
+    NOTICE = "notice"
 
 
 class Workers:
@@ -282,6 +285,19 @@ def _item(kind: str, *, account: Account, previous: str | None) -> AlertItem:
     )
 
 
+def alert_notice_queue(*, account: Account, message: str, now: datetime) -> list[str]:
+    """Queue one informational notice about `account` (`message`: one sentence, no secret)
+    for every configured channel, in the caller's transaction, so it is sent only if what
+    it announces commits. The next `alerts_dispatch` run (every ALERT_MINUTES) sends it,
+    with the same retries as any alert. Returns the channels it was queued for; with none
+    configured it is only logged and nothing is written."""
+    row = (selectors.accounts_with_state(now=now)
+           .defer("token__value", "app__app_secret")  # the expiry is all it needs
+           .get(pk=account.pk))
+    item = replace(_item(Kind.NOTICE, account=row, previous=None), message=message)
+    return _queue(items=[item], now=now)
+
+
 # --- queueing ---------------------------------------------------------------------------
 
 
@@ -311,7 +327,11 @@ def _queue(*, items: list[AlertItem], now: datetime) -> list[str]:
 
 
 def _subject(items: list[AlertItem]) -> str:
-    accounts = [item for item in items if item.account_id is not None]
+    notices = [item for item in items if item.kind == Kind.NOTICE]
+    if len(notices) == len(items) == 1:
+        return f"{SUBJECT_PREFIX}{notices[0].label}: {notices[0].message}"[:300]
+    accounts = [item for item in items
+                if item.account_id is not None and item.kind != Kind.NOTICE]
     attention = sum(1 for item in accounts if item.kind != Kind.RESOLVED)
     resolved = len(accounts) - attention
     parts = []
@@ -324,6 +344,8 @@ def _subject(items: list[AlertItem]) -> str:
                      f"need{'s' if attention == 1 else ''} attention")
     if resolved:
         parts.append(f"{resolved} account{'s' if resolved != 1 else ''} recovered")
+    if notices:
+        parts.append(f"{len(notices)} notice{'s' if len(notices) != 1 else ''}")
     return f"{SUBJECT_PREFIX}{', '.join(parts)}"[:300]  # AlertDelivery.subject's length
 
 
@@ -331,12 +353,13 @@ _HEADINGS = {
     Kind.ALERT: "New problems",
     Kind.REMINDER: "Still unresolved (reminder)",
     Kind.RESOLVED: "Resolved",
+    Kind.NOTICE: "For your information",
 }
 
 
 def _body(items: list[AlertItem], *, now: datetime) -> str:
     lines = [f"Account states at {utc_text(now)}.", ""]
-    for kind in (Kind.ALERT, Kind.REMINDER, Kind.RESOLVED):
+    for kind in (Kind.ALERT, Kind.REMINDER, Kind.RESOLVED, Kind.NOTICE):
         group = [item for item in items if item.kind == kind]
         if not group:
             continue
@@ -345,6 +368,11 @@ def _body(items: list[AlertItem], *, now: datetime) -> str:
             if item.account_id is None:
                 lines += [f"* {item.label}", f"  {item.message}",
                           f"  Dashboard: {item.admin_url}", ""]
+                continue
+            if item.kind == Kind.NOTICE:
+                username = f", @{item.username}" if item.username else ""
+                lines += [f"* {item.label} — app {item.app}{username}", f"  {item.message}",
+                          f"  Admin: {item.admin_url}", ""]
                 continue
             state = State.LABELS.get(item.state, item.state)
             if item.previous_state:

@@ -15,7 +15,7 @@ from django.db import DatabaseError, transaction
 
 from .. import instagram, selectors
 from ..instagram import InstagramError, TokenInvalid
-from ..models import Account, Event, OAuthState, PendingToken, Token
+from ..models import Account, Event, OAuthState, OwnerLink, PendingToken, Token
 from ..timeutil import utc_text
 from .common import Actor, FlowError, event_record, instagram_client, profile_fields
 from .files import token_export
@@ -37,11 +37,26 @@ def _state_hash(state: str) -> str:
 def oauth_start(*, account: Account, user: AbstractBaseUser, now: datetime) -> str:
     """Create a single-use state bound to the account and the staff user, valid for
     OAUTH_STATE_TTL_SECONDS, and return Instagram's authorize URL that carries it."""
+    authorize_url, _ = oauth_state_issue(account=account, user=user, actor=Actor(user=user),
+                                         now=now)
+    return authorize_url
+
+
+def oauth_state_issue(
+    *, account: Account, actor: Actor, now: datetime, user: AbstractBaseUser | None = None,
+    owner_link: OwnerLink | None = None,
+) -> tuple[str, str]:
+    """Create a single-use state for the account, started by exactly one of `user` (staff)
+    or `owner_link` (the account's owner), valid for OAUTH_STATE_TTL_SECONDS; record the
+    start as `actor`. Returns Instagram's authorize URL that carries the state, and the
+    state's hash (what an owner's browser is bound to; the state itself is not kept)."""
     state = secrets.token_urlsafe(32)
+    state_hash = _state_hash(state)
     OAuthState.objects.create(
-        state_hash=_state_hash(state),
+        state_hash=state_hash,
         account=account,
         user=user,
+        owner_link=owner_link,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.OAUTH_STATE_TTL_SECONDS),
     )
@@ -49,16 +64,17 @@ def oauth_start(*, account: Account, user: AbstractBaseUser, now: datetime) -> s
     OAuthState.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
     event_record(
         account=account, action="authorize_start", outcome=Event.Outcome.OK,
-        actor=Actor(user=user), now=now,
+        actor=actor, now=now,
     )
     app = account.app
-    return instagram_client().authorize_url(
+    authorize_url = instagram_client().authorize_url(
         flavour=app.flavour_enum,
         client_id=app.app_id,
         redirect_uri=app.redirect_uri,
         scopes=app.scope_list(),
         state=state,
     )
+    return authorize_url, state_hash
 
 
 def oauth_state_consume(*, state: str | None, user: AbstractBaseUser, now: datetime) -> Account:
@@ -92,6 +108,13 @@ def oauth_state_consume(*, state: str | None, user: AbstractBaseUser, now: datet
             raise FlowError(
                 "This authorization expired before Instagram sent the browser back. "
                 "Start again from the account's Authorize action.",
+                account=row.account,
+            )
+        if row.owner_link_id is not None:
+            # The owner's browser completes it (accounts.services.owner_links), not staff.
+            raise FlowError(
+                "This authorization was started through an owner link: only the browser "
+                "that opened the link can complete it.",
                 account=row.account,
             )
         if row.user_id != user.pk:

@@ -1,4 +1,5 @@
-"""Public views: Instagram's OAuth redirect, health and metrics."""
+"""Public views: Instagram's OAuth redirect, health and metrics (owner links' pages are in
+`owner_links`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from .. import health, selectors, services
 from ..services import FlowError
+from . import owner_links
 
 
 @never_cache
@@ -27,7 +29,12 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     Only the staff user who started the authorization can complete it, and only while
     they still hold the `authorize_account` permission; anything wrong
     (no state, forged, expired or replayed state, a denial, a refused code) is a 400
-    page that says why, and nothing is stored."""
+    page that says why, and nothing is stored.
+
+    A state an owner link started is the owner's: no login is asked, and the owner link
+    pages take it over (`views.owner_links.owner_callback`)."""
+    if selectors.oauth_state_of_owner_link(state=request.GET.get("state")):
+        return owner_links.owner_callback(request)
     # The admin's own test: active staff, signed in with the second factor where the user
     # has one. The callback is outside the admin, so it asks the same question itself.
     if not admin.site.has_permission(request):
