@@ -326,19 +326,26 @@ def token_files_to_check() -> QuerySet[Account]:
 # --- token files ----------------------------------------------------------------------
 
 
-def token_file_content(*, account: Account, token: Token) -> str:
+# The token is dead: only an authorization (by the owner) brings a new one.
+DEAD_TOKEN_STATUSES = frozenset({Account.Status.NEEDS_REAUTH, Account.Status.DEAUTHORIZED})
+
+
+def token_file_content(*, account: Account, token: Token | None) -> str:
     """What the account's token file holds: the bare token, or a JSON document.
 
-    Once the token is dead (the account needs re-authorization) the file keeps the last
-    token by default (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would
-    anyway, and the dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file
-    is emptied and the JSON file holds `"access_token": null` and `"status"`."""
-    dead = account.status == Account.Status.NEEDS_REAUTH
-    empty = dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty"
+    Once the token is dead (the account needs re-authorization, or its owner
+    deauthorized the app) the file keeps the last token by default
+    (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would anyway, and the
+    dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file is emptied and
+    the JSON file holds `"access_token": null` and `"status"`. With `token` None (the
+    token row is gone: Meta's deauthorize callback deletes it) the content is the
+    emptied one, `"expires_at": null` in JSON."""
+    dead = account.status in DEAD_TOKEN_STATUSES
+    empty = token is None or (dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty")
     if account.export_format == Account.ExportFormat.JSON:
         document = {
-            "access_token": None if empty else token.value,
-            "expires_at": token.expires_at.isoformat(),
+            "access_token": None if empty or token is None else token.value,
+            "expires_at": token.expires_at.isoformat() if token is not None else None,
             "user_id": account.ig_user_id,
             "username": account.username,
         }
@@ -346,7 +353,7 @@ def token_file_content(*, account: Account, token: Token) -> str:
             document["status"] = account.status
         return json.dumps(document, indent=2) + "\n"
     # Exactly the token: the PHP page reads the file as-is into a URL.
-    return "" if empty else token.value
+    return "" if empty or token is None else token.value
 
 
 class FileState:
@@ -469,6 +476,8 @@ class State:
 
     EXPIRED = "expired"
     NEEDS_REAUTH = "needs_reauth"
+    # The owner removed the app or had their data deleted (Meta's callbacks): no token.
+    DEAUTHORIZED = "deauthorized"
     ERROR = "error"
     FILE_PROBLEM = "file_problem"
     EXPIRING = "expiring"
@@ -476,10 +485,12 @@ class State:
     PENDING = "pending"
     HEALTHY = "healthy"
 
-    ORDER = [EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING, REFRESH_DUE, PENDING, HEALTHY]
+    ORDER = [EXPIRED, NEEDS_REAUTH, DEAUTHORIZED, ERROR, FILE_PROBLEM, EXPIRING, REFRESH_DUE,
+             PENDING, HEALTHY]
     LABELS = {
         EXPIRED: "Expired",
         NEEDS_REAUTH: "Needs re-authorization",
+        DEAUTHORIZED: "Deauthorized by its owner",
         ERROR: "Error",
         FILE_PROBLEM: "File problem",
         EXPIRING: "Expiring soon",
@@ -488,11 +499,12 @@ class State:
         HEALTHY: "Healthy",
     }
     # What a human must hear about (alerts).
-    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING})
+    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, DEAUTHORIZED, ERROR, FILE_PROBLEM, EXPIRING})
     # What staff must do, where the sweep alone will not put it right.
     ACTIONS = {
         EXPIRED: "Authorize again",
         NEEDS_REAUTH: "Authorize again",
+        DEAUTHORIZED: "Only the owner can authorize again",
         ERROR: "Read the last error",
         FILE_PROBLEM: "Fix the token file",
         PENDING: "Authorize",
@@ -505,6 +517,8 @@ def _state_conditions(*, now: datetime) -> list[tuple[Q, str]]:
     due = now + timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     return [
         (Q(status=Account.Status.NEEDS_REAUTH), State.NEEDS_REAUTH),
+        # Before "pending": a deauthorized account has no token either.
+        (Q(status=Account.Status.DEAUTHORIZED), State.DEAUTHORIZED),
         (Q(token__isnull=True), State.PENDING),
         (Q(token__expires_at__lte=now), State.EXPIRED),
         (Q(status=Account.Status.ERROR)
