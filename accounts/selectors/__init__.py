@@ -44,6 +44,13 @@ from ..models import (
     validate_token_filename,
 )
 from ..timeutil import utc_text
+from .meta_callbacks import (  # noqa: F401  (re-exported: every read is selectors.<name>)
+    MetaCallbackUrls,
+    data_deletion_request_find,
+    data_deletion_status_url,
+    instagram_app_for_callback,
+    meta_callback_urls,
+)
 
 
 def account_get(*, account_id: int) -> Account:
@@ -762,3 +769,4 @@ def alert_delivery_counts() -> dict[str, DeliveryCounts]:
             pending=row["pending"],
         )
     return counts
+

@@ -1,4 +1,5 @@
-"""Public views: Instagram's OAuth redirect, health and metrics."""
+"""Public views: Instagram's OAuth redirect, health and metrics. Meta's callbacks and
+the data-deletion status page: `meta_callbacks`."""
 
 from __future__ import annotations
 
