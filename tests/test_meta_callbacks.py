@@ -616,3 +616,30 @@ def test_data_deletion_requests_are_listed_read_only(admin_client, client, shop,
     assert edited.status_code == 403
     record.refresh_from_db()
     assert record.status == "completed"
+
+
+# --- concurrency (PostgreSQL: each thread commits on a connection of its own) -------------
+
+
+def test_two_deliveries_at_once_erase_once_and_give_one_code(postgres, transactional_db,
+                                                             token_dir):
+    from django.test import Client
+
+    from tests.test_refresh_celery import run_in_threads
+
+    app = InstagramApp.objects.create(name="Shop app", flavour="instagram_login",
+                                      app_id="1000000000000001", app_secret=SECRET,
+                                      redirect_uri="https://registry.test.example/cb/")
+    shop = make_shop(app)
+    signed = meta_sign(payload(IG_USER_ID))
+
+    answers = run_in_threads(3, lambda: Client().post(deletion_url(app),
+                                                      {"signed_request": signed}))
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert len({answer.json()["confirmation_code"] for answer in answers}) == 1
+    record = DataDeletionRequest.objects.get()
+    assert (record.status, record.accounts_erased) == ("completed", 1)
+    assert Event.objects.filter(action="data_deletion").count() == 1
+    shop.refresh_from_db()
+    assert shop.username == "" and files(token_dir) == {}
