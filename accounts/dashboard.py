@@ -51,8 +51,13 @@ class Row:
     @property
     def file_label(self) -> str:
         label = selectors.FileState.LABELS.get(self.file_state, self.file_state)
-        if self.file_state == selectors.FileState.IN_SYNC and self.account.status == (
-                Account.Status.NEEDS_REAUTH):
+        dead = (self.file_state == selectors.FileState.IN_SYNC
+                and self.account.status == Account.Status.NEEDS_REAUTH)
+        # Meta's deauthorize callback deleted the token but left the file it wrote (a data
+        # deletion removes the file and its record: no current file any more).
+        deauthorized = (self.account.status == Account.Status.DEAUTHORIZED
+                        and getattr(self.account, "current_file_name", None) is not None)
+        if dead or deauthorized:
             if settings.TOKEN_FILE_DEAD_TOKEN == "empty":
                 return "emptied (dead token)"
             return "holds the last, dead token"

@@ -178,6 +178,8 @@ def make_account(app: InstagramApp, label: str, *, left: timedelta | None = 55 *
 # Each way an account turns bad, and the state staff are told about.
 SITUATIONS = {
     "needs_reauth": ({"status": Account.Status.NEEDS_REAUTH}, State.NEEDS_REAUTH),
+    # Meta's deauthorize callback (tests/test_meta_callbacks.py: the token is deleted too).
+    "deauthorized": ({"status": Account.Status.DEAUTHORIZED}, State.DEAUTHORIZED),
     "expired": ({"left": -HOUR}, State.EXPIRED),
     "failing_refreshes": ({"failures": 3}, State.ERROR),
     "status_error": ({"status": Account.Status.ERROR}, State.ERROR),
@@ -259,11 +261,11 @@ def test_many_accounts_turning_bad_make_one_email_and_one_webhook_call(
 
     report = run()
 
-    assert report.alerts == 5
+    assert report.alerts == len(SITUATIONS) == 6
     assert len(mailoutbox) == 1
     mail = mailoutbox[0]
     assert mail.to == RECIPIENTS
-    assert mail.subject == "[igregistry] 5 accounts need attention"
+    assert mail.subject == "[igregistry] 6 accounts need attention"
     for account in bad:
         state = alert_state(account).state
         assert f"* {account.label} — app Shop app, @{account.username}" in mail.body

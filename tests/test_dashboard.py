@@ -51,6 +51,8 @@ def mix(app):
         "expired": account_with(app, "Expired", left=timedelta(hours=-2)),
         "needs_reauth": account_with(app, "Reauth", left=timedelta(days=30),
                                      status="needs_reauth"),
+        # Meta's deauthorize callback deleted its token.
+        "deauthorized": account_with(app, "Gone", left=None, status="deauthorized"),
         "error": account_with(app, "Failing", left=timedelta(days=45), failures=3),
         "file_problem": account_with(app, "Unwritten", left=timedelta(days=55),
                                      file_state="unwritable"),
@@ -68,6 +70,7 @@ def test_states_and_urgency_order(admin_client, mix):
     assert counts == dict.fromkeys(selectors.State.ORDER, 1)
     page = response.content.decode()
     assert "Needs re-authorization" in page and "Expiring soon" in page
+    assert "Deauthorized by its owner" in page and "Only the owner can authorize again" in page
     assert "IGAA-secret-token" not in page
 
 
@@ -204,7 +207,7 @@ def test_pages_follow_the_urgency_order_without_gaps_or_repeats(admin_client, ap
     seen = []
     for number in (1, 2, 3):
         dash = admin_client.get(URL, {"page": number}).context["dash"]
-        assert dash.page.paginator.count == 128
+        assert dash.page.paginator.count == 129
         seen += [row.account.pk for row in dash.rows]
     assert seen == expected
     due = admin_client.get(URL, {"state": "refresh_due", "page": 2}).context["dash"]

@@ -6,8 +6,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.views.decorators.debug import sensitive_post_parameters
 
+from .. import selectors
 from ..crypto import DecryptionError
 from ..forms import InstagramAppForm
 from ..instagram import mask
@@ -21,7 +24,7 @@ class InstagramAppAdmin(RegistryModelAdmin):
     list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
     list_filter = ["flavour"]
     search_fields = ["name", "app_id"]
-    readonly_fields = ["secret_hint"]
+    readonly_fields = ["secret_hint", "deauthorize_callback_url", "data_deletion_url"]
 
     @admin.display(description="app secret")
     def secret_hint(self, obj: InstagramApp) -> str:
@@ -29,6 +32,16 @@ class InstagramAppAdmin(RegistryModelAdmin):
             return mask(obj.app_secret)
         except DecryptionError:
             return "cannot be decrypted (ENCRYPTION_KEYS): enter it again"
+
+    # Meta's callbacks: what to paste into the app's settings at Meta. Not secret (each
+    # request is signed with the app's secret), so viewers see them too.
+    @admin.display(description="deauthorize callback URL")
+    def deauthorize_callback_url(self, obj: InstagramApp) -> SafeString:
+        return _copyable(selectors.meta_callback_urls(app_pk=obj.pk).deauthorize)
+
+    @admin.display(description="data deletion request URL")
+    def data_deletion_url(self, obj: InstagramApp) -> SafeString:
+        return _copyable(selectors.meta_callback_urls(app_pk=obj.pk).data_deletion)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InstagramApp]:
         return super().get_queryset(request).defer("app_secret")
@@ -39,9 +52,25 @@ class InstagramAppAdmin(RegistryModelAdmin):
             # Django shows a read-only field's model value: for a viewer that would be the
             # whole secret. The last characters are all anyone who cannot change it sees.
             fields[fields.index("app_secret")] = "secret_hint"
+        if obj is not None:  # the URLs name the app's id: none before it is saved
+            fields += ["deauthorize_callback_url", "data_deletion_url"]
         return fields
 
     # Error reports (DEBUG pages) must not show the typed secret.
     @method_decorator(sensitive_post_parameters("app_secret"))
     def changeform_view(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         return super().changeform_view(*args, **kwargs)
+
+
+def _copyable(url: str) -> SafeString:
+    """The URL as read-only text, selected on focus, with a button that copies it."""
+    return format_html(
+        '<input type="text" readonly value="{}" size="80" class="vTextField meta-callback-url" '
+        'onfocus="this.select()"> '
+        '<button type="button" class="button" '
+        'onclick="navigator.clipboard.writeText(this.previousElementSibling.value)">'
+        "Copy</button>"
+        '<div class="help">Paste into the app\'s settings at Meta (must be HTTPS: '
+        "SITE_URL).</div>",
+        url,
+    )

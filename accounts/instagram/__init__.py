@@ -5,7 +5,8 @@
 - `errors`: Instagram's refusals as exceptions (TokenInvalid, RateLimited, Transient,
   MalformedAnswer, InstagramError);
 - `usage`: bounded JSON and the usage headers; `callback`: the redirect and pasted URLs;
-- `redaction`: secrets masked in text and logs; `flavours`: the two API flavours.
+- `redaction`: secrets masked in text and logs; `flavours`: the two API flavours;
+- `signed_request`: Meta's signed callbacks (deauthorize, data deletion), verified.
 
 Everything above it deals in these results and exceptions, never in HTTP. Secrets never
 appear in an exception message, a repr, or a URL that gets logged. Endpoint facts:
@@ -18,6 +19,12 @@ from .client import InstagramClient
 from .errors import InstagramError, MalformedAnswer, RateLimited, TokenInvalid, Transient
 from .flavours import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
 from .redaction import RedactSecretsFilter, mask, redact_secrets
+from .signed_request import (
+    SignedRequest,
+    SignedRequestInvalid,
+    signed_request_parse,
+    signed_request_sign,
+)
 from .usage import Usage
 
 __all__ = [
@@ -33,6 +40,8 @@ __all__ = [
     "RateLimited",
     "RedactSecretsFilter",
     "ShortLivedToken",
+    "SignedRequest",
+    "SignedRequestInvalid",
     "TokenInvalid",
     "Transient",
     "Usage",
@@ -41,4 +50,6 @@ __all__ = [
     "parse_callback",
     "parse_pasted",
     "redact_secrets",
+    "signed_request_parse",
+    "signed_request_sign",
 ]

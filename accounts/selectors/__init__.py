@@ -44,6 +44,13 @@ from ..models import (
     validate_token_filename,
 )
 from ..timeutil import utc_text
+from .meta_callbacks import (  # noqa: F401  (re-exported: every read is selectors.<name>)
+    MetaCallbackUrls,
+    data_deletion_request_find,
+    data_deletion_status_url,
+    instagram_app_for_callback,
+    meta_callback_urls,
+)
 from .owner_links import (  # noqa: F401  (the owner links' reads, re-exported)
     OwnerLinkState,
     oauth_state_of_owner_link,
@@ -335,19 +342,26 @@ def token_files_to_check() -> QuerySet[Account]:
 # --- token files ----------------------------------------------------------------------
 
 
-def token_file_content(*, account: Account, token: Token) -> str:
+# The token is dead: only an authorization (by the owner) brings a new one.
+DEAD_TOKEN_STATUSES = frozenset({Account.Status.NEEDS_REAUTH, Account.Status.DEAUTHORIZED})
+
+
+def token_file_content(*, account: Account, token: Token | None) -> str:
     """What the account's token file holds: the bare token, or a JSON document.
 
-    Once the token is dead (the account needs re-authorization) the file keeps the last
-    token by default (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would
-    anyway, and the dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file
-    is emptied and the JSON file holds `"access_token": null` and `"status"`."""
-    dead = account.status == Account.Status.NEEDS_REAUTH
-    empty = dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty"
+    Once the token is dead (the account needs re-authorization, or its owner
+    deauthorized the app) the file keeps the last token by default
+    (TOKEN_FILE_DEAD_TOKEN=keep: the website's calls fail as they would anyway, and the
+    dashboard flags it); with TOKEN_FILE_DEAD_TOKEN=empty the text file is emptied and
+    the JSON file holds `"access_token": null` and `"status"`. With `token` None (the
+    token row is gone: Meta's deauthorize callback deletes it) the content is the
+    emptied one, `"expires_at": null` in JSON."""
+    dead = account.status in DEAD_TOKEN_STATUSES
+    empty = token is None or (dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty")
     if account.export_format == Account.ExportFormat.JSON:
         document = {
-            "access_token": None if empty else token.value,
-            "expires_at": token.expires_at.isoformat(),
+            "access_token": None if empty or token is None else token.value,
+            "expires_at": token.expires_at.isoformat() if token is not None else None,
             # Each id as /me names it (README, "Token files"); null when not known.
             "id": account.ig_id or None,
             "user_id": account.ig_user_id or None,
@@ -357,7 +371,7 @@ def token_file_content(*, account: Account, token: Token) -> str:
             document["status"] = account.status
         return json.dumps(document, indent=2) + "\n"
     # Exactly the token: the PHP page reads the file as-is into a URL.
-    return "" if empty else token.value
+    return "" if empty or token is None else token.value
 
 
 class FileState:
@@ -482,6 +496,8 @@ class State:
 
     EXPIRED = "expired"
     NEEDS_REAUTH = "needs_reauth"
+    # The owner removed the app or had their data deleted (Meta's callbacks): no token.
+    DEAUTHORIZED = "deauthorized"
     ERROR = "error"
     FILE_PROBLEM = "file_problem"
     EXPIRING = "expiring"
@@ -489,10 +505,12 @@ class State:
     PENDING = "pending"
     HEALTHY = "healthy"
 
-    ORDER = [EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING, REFRESH_DUE, PENDING, HEALTHY]
+    ORDER = [EXPIRED, NEEDS_REAUTH, DEAUTHORIZED, ERROR, FILE_PROBLEM, EXPIRING, REFRESH_DUE,
+             PENDING, HEALTHY]
     LABELS = {
         EXPIRED: "Expired",
         NEEDS_REAUTH: "Needs re-authorization",
+        DEAUTHORIZED: "Deauthorized by its owner",
         ERROR: "Error",
         FILE_PROBLEM: "File problem",
         EXPIRING: "Expiring soon",
@@ -501,11 +519,12 @@ class State:
         HEALTHY: "Healthy",
     }
     # What a human must hear about (alerts).
-    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, ERROR, FILE_PROBLEM, EXPIRING})
+    ALERTING = frozenset({EXPIRED, NEEDS_REAUTH, DEAUTHORIZED, ERROR, FILE_PROBLEM, EXPIRING})
     # What staff must do, where the sweep alone will not put it right.
     ACTIONS = {
         EXPIRED: "Authorize again",
         NEEDS_REAUTH: "Authorize again",
+        DEAUTHORIZED: "Only the owner can authorize again",
         ERROR: "Read the last error",
         FILE_PROBLEM: "Fix the token file",
         PENDING: "Authorize",
@@ -518,6 +537,8 @@ def _state_conditions(*, now: datetime) -> list[tuple[Q, str]]:
     due = now + timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     return [
         (Q(status=Account.Status.NEEDS_REAUTH), State.NEEDS_REAUTH),
+        # Before "pending": a deauthorized account has no token either.
+        (Q(status=Account.Status.DEAUTHORIZED), State.DEAUTHORIZED),
         (Q(token__isnull=True), State.PENDING),
         (Q(token__expires_at__lte=now), State.EXPIRED),
         (Q(status=Account.Status.ERROR)
@@ -761,3 +782,4 @@ def alert_delivery_counts() -> dict[str, DeliveryCounts]:
             pending=row["pending"],
         )
     return counts
+

@@ -1,5 +1,5 @@
 """Every write the registry makes: authorize, exchange, verify, import, refresh, export,
-re-encrypt.
+re-encrypt, and what Meta's deauthorize and data-deletion callbacks ask for.
 
 Functions take keyword-only arguments and `now`, so callers (admin, views, tasks,
 commands) stay thin and tests control time. Network calls happen outside database
@@ -29,6 +29,7 @@ from .files import (
     token_files_write,
 )
 from .keys import secrets_reencrypt
+from .meta_callbacks import DataDeletionFailed, data_deletion_apply, deauthorize_apply
 from .oauth import (
     oauth_callback,
     oauth_complete,
@@ -113,6 +114,9 @@ __all__ = [
     "owner_link_start",
     "profile_fields",
     "secrets_reencrypt",
+    "DataDeletionFailed",
+    "data_deletion_apply",
+    "deauthorize_apply",
     "token_export",
     "FileNameTaken",
     "token_file_dead_token_apply",

@@ -161,9 +161,42 @@ def token_files_write(*, account_ids: list[int], actor: Actor,
 def token_file_dead_token_apply(*, account: Account, actor: Actor, now: datetime) -> None:
     """Call once the account's token is dead: with TOKEN_FILE_DEAD_TOKEN=empty its file is
     emptied now rather than at the next reconcile run; with `keep` (default) the file
-    keeps the last token and nothing is written."""
-    if settings.TOKEN_FILE_DEAD_TOKEN == "empty":
+    keeps the last token and nothing is written.
+
+    Also right once the token row is gone (Meta's deauthorize callback deletes it):
+    `token_export` writes nothing for an account without a token, and no reconcile run
+    looks at that file again, so the account's current file is emptied here directly
+    (text: empty; JSON: `"access_token": null`, `"expires_at": null` and `"status"`)."""
+    if settings.TOKEN_FILE_DEAD_TOKEN != "empty":
+        return
+    if Token.objects.filter(account_id=account.pk).exists():
         token_export(account=account, actor=actor, now=now)
+        return
+    with transaction.atomic():
+        # The same lock as token_export's: no writer interleaves with this one.
+        account = Account.objects.select_for_update(of=("self",)).get(pk=account.pk)
+        record = selectors.token_file_current(account=account)
+        if record is None or not account.export_enabled:
+            return  # never written, or no longer this account's to write
+        try:
+            validate_token_filename(record.name)
+            path = _write_atomically(
+                directory=Path(settings.TOKEN_EXPORT_DIR), name=record.name,
+                content=selectors.token_file_content(account=account, token=None),
+                mode=settings.TOKEN_FILE_MODE, group=settings.TOKEN_FILE_GROUP,
+            )
+        except (OSError, ValidationError, LookupError) as exc:
+            _export_failed(account=account, state=FileState.UNWRITABLE,
+                           message=_export_error_text(exc, record.name), actor=actor, now=now)
+            return
+        TokenFile.objects.filter(pk=record.pk).update(written_at=now)
+        Account.objects.filter(pk=account.pk).update(
+            file_error="", file_written_at=now, file_state=FileState.NOT_EXPORTED,
+            file_checked_at=now,
+        )
+        event_record(account=account, action="export", outcome=Event.Outcome.OK,
+                     message=f"Emptied {path}: the account has no token any more.",
+                     actor=actor, now=now)
 
 
 def _record_state(*, account: Account, state: str, error: str, now: datetime) -> None:

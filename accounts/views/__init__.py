@@ -1,5 +1,6 @@
-"""Public views: Instagram's OAuth redirect, health and metrics (owner links' pages are in
-`owner_links`)."""
+"""Public views: Instagram's OAuth redirect, health and metrics. Owner links' pages are in
+`owner_links`; Meta's callbacks and the data-deletion status page in `meta_callbacks`; the
+token API in `api`."""
 
 from __future__ import annotations
 
