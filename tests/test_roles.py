@@ -35,7 +35,8 @@ from tests.conftest import SECRETS, allow_at_fake, callback_path
 LOGIN_SECRET = SECRETS["instagram_login"][1]
 PASSWORD = "pw-correct-horse-12345"
 VIEWER_PERMS = {"accounts.view_instagramapp", "accounts.view_account", "accounts.view_event",
-                "accounts.view_tokenfile", "accounts.view_apikey"}
+                "accounts.view_tokenfile", "accounts.view_apikey",
+                "accounts.view_datadeletionrequest"}
 
 
 def member(django_user_model, username: str, group: str):  # noqa: ANN001

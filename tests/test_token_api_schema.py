@@ -21,7 +21,21 @@ schema.app = get_wsgi_application()
 
 
 @pytest.fixture
-def api_key(fake, login_app, token_dir, settings) -> str:  # noqa: ANN001
+def keep_connection():  # noqa: ANN201
+    """As Django's test client does: the WSGI handler would close the database connection
+    at each request's end, and with it the test's transaction (PostgreSQL)."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_key(keep_connection, fake, login_app, token_dir, settings) -> str:  # noqa: ANN001
     settings.ALLOWED_HOSTS = ["*"]  # schemathesis's WSGI client names the host "localhost"
     from django.utils import timezone
 

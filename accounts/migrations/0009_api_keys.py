@@ -40,7 +40,8 @@ class Migration(migrations.Migration):
 
 
 # Operators create and revoke keys (the admin's add and change permissions on API keys);
-# viewers see the list (names, scopes, prefixes: never a key).
+# viewers see the list (names, scopes, prefixes: never a key). Both see the audit records
+# of Meta's data-deletion requests (they hold no personal data).
 def grant(apps, schema_editor):  # noqa: ANN001
     from django.contrib.auth.management import create_permissions
 
@@ -49,8 +50,9 @@ def grant(apps, schema_editor):  # noqa: ANN001
     create_permissions(config, apps=apps, verbosity=0)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for name, codenames in (("viewers", ["view_apikey"]),
-                            ("operators", ["view_apikey", "add_apikey", "change_apikey"])):
+    seen = ["view_apikey", "view_datadeletionrequest"]
+    for name, codenames in (("viewers", seen),
+                            ("operators", [*seen, "add_apikey", "change_apikey"])):
         group = Group.objects.filter(name=name).first()
         if group is not None:
             group.permissions.add(*Permission.objects.filter(
