@@ -20,6 +20,8 @@ from accounts import services
 from accounts.models import (
     Account,
     AlertDelivery,
+    ApiKey,
+    DataDeletionRequest,
     Event,
     InstagramApp,
     OAuthState,
@@ -83,7 +85,7 @@ def registry_admin():  # noqa: ANN201
 def snapshot() -> str:
     """Every registry row, serialized: equal before and after means nothing changed."""
     models = [InstagramApp, Account, Token, PendingToken, OAuthState, TokenFile, Event,
-              SweepState, AlertDelivery, OwnerLink]
+              SweepState, AlertDelivery, OwnerLink, ApiKey, DataDeletionRequest]
     return "".join(serializers.serialize("json", m.objects.order_by("pk")) for m in models)
 
 
@@ -159,10 +161,20 @@ def test_the_viewer_walk(client, viewer, registry, fake, token_dir, settings):
     token = registry.token.value
     link, _ = services.owner_link_create(account=registry, user=registry_admin(),
                                          now=timezone.now())
+    api_key, api_secret, webhook_secret = services.api_key_create(
+        name="website", accounts=[registry], webhook_url="https://site.example/hook",
+        user=registry_admin(), now=timezone.now())
+    deletion = DataDeletionRequest.objects.create(
+        confirmation_code="ABC123", request_digest="0" * 64, app=registry.app,
+        status="no_data", received_at=timezone.now())
     objects = {"account": str(registry.pk), "instagramapp": str(registry.app_id),
                "event": str(Event.objects.first().pk),
-               "tokenfile": str(TokenFile.objects.first().pk), "ownerlink": str(link.pk)}
+               "tokenfile": str(TokenFile.objects.first().pk), "ownerlink": str(link.pk),
+               "apikey": str(api_key.pk), "datadeletionrequest": str(deletion.pk)}
     urls = admin_urls(objects)
+    for must in ("/admin/accounts/apikey/add/", f"/admin/accounts/apikey/{api_key.pk}/change/",
+                 f"/admin/accounts/datadeletionrequest/{deletion.pk}/change/"):
+        assert must in urls, must
     pk = registry.pk
     for must in (f"/admin/accounts/account/{pk}/authorize/", f"/admin/accounts/account/{pk}/paste/",
                  f"/admin/accounts/account/{pk}/import-token/",
@@ -186,6 +198,7 @@ def test_the_viewer_walk(client, viewer, registry, fake, token_dir, settings):
             body = response.content.decode(errors="replace")
             assert LOGIN_SECRET not in body, url
             assert token not in body, url
+            assert api_secret not in body and webhook_secret not in body, url
             seen_ok += response.status_code == 200
     assert seen_ok > 10
     assert snapshot() == before, "a viewer changed something"
