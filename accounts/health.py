@@ -256,6 +256,7 @@ class RegistryCollector:
         yield sweep
         yield from self._queue_metrics(now=now)
         yield from self._alert_delivery_metrics()
+        yield from self._webhook_delivery_metrics()
 
     def _queue_metrics(self, *, now: datetime) -> Iterator[Metric]:
         """Worker liveness: queued refreshes no worker has attempted, how late the oldest
@@ -314,4 +315,25 @@ class RegistryCollector:
             pending.add_metric([channel], count.pending)
         yield deliveries
         yield failures
+        yield pending
+
+    def _webhook_delivery_metrics(self) -> Iterator[Metric]:
+        """The change webhooks' outbox: delivered and abandoned deliveries, failed
+        attempts, deliveries waiting. One query."""
+        count = selectors.webhook_delivery_counts()
+        deliveries = CounterMetricFamily(
+            "igregistry_webhook_deliveries",
+            "Change webhooks to API keys' consumers by final outcome.", labels=["outcome"])
+        deliveries.add_metric(["delivered"], count.delivered)
+        deliveries.add_metric(["abandoned"], count.abandoned)
+        yield deliveries
+        failures = CounterMetricFamily(
+            "igregistry_webhook_delivery_failures",
+            "Failed change webhook attempts (each is retried until abandoned).")
+        failures.add_metric([], count.failed_attempts)
+        yield failures
+        pending = GaugeMetricFamily(
+            "igregistry_webhook_deliveries_pending",
+            "Change webhooks not yet delivered nor abandoned.")
+        pending.add_metric([], count.pending)
         yield pending

@@ -509,3 +509,49 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class WebhookState(models.Model):
+    """What a consumer (an API key with a change webhook URL) was last told about an
+    account's token: a fingerprint of the token row (which token, its expiry, the
+    account's status; never the token), so each change is announced once."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    fingerprint = models.CharField(max_length=64)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "account"],
+                                               name="webhookstate_one_per_key_account")]
+
+    def __str__(self) -> str:
+        return f"Key {self.api_key_id}, account {self.account_id}: {self.changed_at:%Y-%m-%d}"
+
+
+class WebhookDelivery(models.Model):
+    """One change webhook for one consumer, kept until it is delivered (an outbox, like
+    `AlertDelivery`): written in the transaction that notices the change, sent and retried
+    with back-off by `webhook_deliveries_send`. `msg_id` is the Standard Webhooks
+    `webhook-id`, the same at every attempt so the consumer can drop a repeat. The body
+    holds no token: the consumer fetches it from the token API."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="deliveries")
+    account = models.ForeignKey(Account, on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")
+    msg_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=40)
+    body = models.TextField()
+    created_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    abandoned_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} for {self.api_key_id} ({self.msg_id})"

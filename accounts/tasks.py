@@ -162,3 +162,12 @@ def send_alerts() -> dict[str, int]:
     of what lasts, and send or retry every alert delivery that is due."""
     report = services.alerts_dispatch(now=timezone.now())
     return {"alerts": report.alerts, "reminders": report.reminders, "resolved": report.resolved}
+
+
+@shared_task
+def send_webhooks() -> dict[str, int]:
+    """Tell API keys' consumers which of their tokens changed (Standard Webhooks), and send
+    or retry every change webhook that is due."""
+    queued, report = services.token_webhooks_dispatch(now=timezone.now())
+    return {"queued": queued, "delivered": len(report.delivered),
+            "failed": len(report.failed), "abandoned": len(report.abandoned)}

@@ -380,6 +380,12 @@ if not 1 <= ALERT_RETRY_BASE_SECONDS <= ALERT_RETRY_MAX_SECONDS:
     )
 if ALERT_DELIVERY_MAX_ATTEMPTS < 1:
     raise ImproperlyConfigured("ALERT_DELIVERY_MAX_ATTEMPTS must be at least 1.")
+# Change webhooks to API keys' consumers (README "Token API and sync"): how often token
+# changes are looked for and due deliveries sent, minutes; a failed delivery is retried with
+# the same back-off and bound as alerts (ALERT_RETRY_*, ALERT_DELIVERY_MAX_ATTEMPTS).
+WEBHOOK_MINUTES = env.float("WEBHOOK_MINUTES", default=1)
+if WEBHOOK_MINUTES <= 0:
+    raise ImproperlyConfigured("WEBHOOK_MINUTES must be positive.")
 # Mail: https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 EMAIL_CONFIG = env.email_url(
     "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"
@@ -426,6 +432,7 @@ CELERY_BEAT_SCHEDULE = {
     "swap-pending-tokens": _every("accounts.tasks.swap_pending_tokens", 5),
     "reconcile-token-files": _every("accounts.tasks.reconcile_token_files", RECONCILE_MINUTES),
     "send-alerts": _every("accounts.tasks.send_alerts", ALERT_MINUTES),
+    "send-webhooks": _every("accounts.tasks.send_webhooks", WEBHOOK_MINUTES),
 }
 
 # --- Logging ------------------------------------------------------------------------

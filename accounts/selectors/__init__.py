@@ -41,6 +41,7 @@ from ..models import (
     SweepState,
     Token,
     TokenFile,
+    WebhookDelivery,
     validate_token_filename,
 )
 from ..timeutil import utc_text
@@ -758,28 +759,34 @@ class DeliveryCounts:
     pending: int = 0
 
 
+def _delivery_counts(row: dict) -> DeliveryCounts:
+    return DeliveryCounts(delivered=row["delivered"], abandoned=row["abandoned"],
+                          failed_attempts=(row["attempts"] or 0) - row["delivered"],
+                          pending=row["pending"])
+
+
+_DELIVERY_AGGREGATES = {
+    "delivered": Count("pk", filter=Q(delivered_at__isnull=False)),
+    "abandoned": Count("pk", filter=Q(abandoned_at__isnull=False)),
+    "pending": Count("pk", filter=Q(delivered_at__isnull=True, abandoned_at__isnull=True)),
+    "attempts": Sum("attempts"),
+}
+
+
+def webhook_delivery_counts() -> DeliveryCounts:
+    """The change webhooks' outbox (`WebhookDelivery`), counted as `alert_delivery_counts`
+    counts a channel. One query."""
+    return _delivery_counts(WebhookDelivery.objects.aggregate(**_DELIVERY_AGGREGATES))
+
+
 def alert_delivery_counts() -> dict[str, DeliveryCounts]:
     """DeliveryCounts per channel, every channel present (for metrics). One query.
 
     A delivered row's last attempt is its one success, so its other attempts failed;
     every attempt of the other rows failed."""
-    rows = (
-        AlertDelivery.objects.values("channel")
-        .annotate(
-            delivered=Count("pk", filter=Q(delivered_at__isnull=False)),
-            abandoned=Count("pk", filter=Q(abandoned_at__isnull=False)),
-            pending=Count("pk", filter=Q(delivered_at__isnull=True, abandoned_at__isnull=True)),
-            attempts=Sum("attempts"),
-        )
-        .order_by()
-    )
+    rows = AlertDelivery.objects.values("channel").annotate(**_DELIVERY_AGGREGATES).order_by()
     counts = {channel: DeliveryCounts() for channel in AlertDelivery.Channel.values}
     for row in rows:
-        counts[row["channel"]] = DeliveryCounts(
-            delivered=row["delivered"],
-            abandoned=row["abandoned"],
-            failed_attempts=(row["attempts"] or 0) - row["delivered"],
-            pending=row["pending"],
-        )
+        counts[row["channel"]] = _delivery_counts(row)
     return counts
 

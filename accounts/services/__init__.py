@@ -65,8 +65,20 @@ from .refresh import (
     usage_record,
 )
 from .tokens import account_verify, token_import, token_store
+from .webhooks import (
+    WebhookReport,
+    standard_webhook_headers,
+    token_changes_queue,
+    token_webhooks_dispatch,
+    webhook_deliveries_send,
+)
 
 __all__ = [
+    "WebhookReport",
+    "standard_webhook_headers",
+    "token_changes_queue",
+    "token_webhooks_dispatch",
+    "webhook_deliveries_send",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",

@@ -25,10 +25,12 @@ import requests
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
+from django.utils import timezone
 
 from .. import selectors
 from ..models import AlertDelivery, Event
 from .common import Actor, event_record
+from .signing import standard_webhook_headers
 
 logger = logging.getLogger(__name__)
 
@@ -161,11 +163,14 @@ def _send_webhook(*, delivery: AlertDelivery) -> str | None:
     if not secret:
         # Settings refuse this combination at start-up; never send an unsigned body anyway.
         return "ALERT_WEBHOOK_SECRET is not set"
-    # The stored text, encoded: the signature covers exactly the bytes that are sent,
-    # the same bytes at every attempt.
+    # The stored text, encoded: the signatures cover exactly the bytes that are sent,
+    # the same bytes at every attempt. Standard Webhooks headers (`webhooks`), with the
+    # delivery's id as `webhook-id` so a receiver drops a repeat; and, for receivers set
+    # up before them, the registry's own X-Igregistry-Signature.
     body = delivery.body.encode()
     headers = {
-        "Content-Type": "application/json",
+        **standard_webhook_headers(msg_id=f"alert_{delivery.pk}", body=delivery.body,
+                                   secret=secret, now=timezone.now()),
         SIGNATURE_HEADER: webhook_signature(body=body, secret=secret),
     }
     try:
