@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from .usage import json_depth_ok
+
 # A real signed_request is a few hundred characters; anything near this is not Meta's.
 MAX_SIGNED_REQUEST_CHARS = 8 * 1024
 # The payload is a flat object; nesting deeper than this is not Meta's either.
@@ -167,7 +169,7 @@ def _json_object(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise bad from None
-    if _depth(text) > MAX_JSON_DEPTH:
+    if not json_depth_ok(text, MAX_JSON_DEPTH):
         raise bad
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys,
@@ -177,28 +179,6 @@ def _json_object(data: bytes) -> dict:
     if not isinstance(value, dict):
         raise bad
     return value
-
-
-def _depth(text: str) -> int:
-    """How deeply `[` and `{` nest outside strings (before json.loads ever recurses)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:

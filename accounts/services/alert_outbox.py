@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import AlertDelivery, Event
+from ..models import AlertDelivery, Event, WebhookDelivery
 from .common import Actor, event_record
 from .signing import standard_webhook_headers
 
@@ -105,31 +105,47 @@ def alert_deliveries_send(*, now: datetime) -> DeliveryReport:
             failing.append(delivery.channel)
 
 
-def _record(*, delivery: AlertDelivery, error: str | None, now: datetime) -> str:
-    """Write the attempt's outcome on the (locked) row; return the report list it goes to."""
+def delivery_attempt_record(*, delivery: AlertDelivery | WebhookDelivery, error: str | None,
+                            now: datetime) -> str:
+    """Count one attempt on an outbox row (an alert or a change webhook, locked by the
+    caller) and save it: delivered (`error` None), abandoned (the attempt that reaches
+    ALERT_DELIVERY_MAX_ATTEMPTS), or failed with its next attempt after the back-off and
+    the kind of error kept. Returns "delivered", "abandoned" or "failed"."""
     delivery.attempts += 1
-    summary = delivery.subject.removeprefix(SUBJECT_PREFIX) or "alerts"
-    attempt = f"attempt {delivery.attempts} of {settings.ALERT_DELIVERY_MAX_ATTEMPTS}"
     if error is None:
         delivery.delivered_at = now
-        outcome, result = "delivered", Event.Outcome.OK
-        message = f"Sent by {delivery.channel} ({attempt}): {summary}."
+        outcome = "delivered"
     elif delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
         delivery.abandoned_at = now
-        outcome, result = "abandoned", Event.Outcome.FAILED
-        message = (f"Gave up sending by {delivery.channel} ({error}, {attempt}): "
-                   f"{summary} not delivered.")
-        logger.error("alerts: %s", message)
+        outcome = "abandoned"
     else:
         delivery.next_attempt_at = now + alert_retry_delay(attempts=delivery.attempts)
-        outcome, result = "failed", Event.Outcome.FAILED
-        message = (f"Could not send by {delivery.channel} ({error}, {attempt}); next try "
-                   f"after {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: {summary}.")
-        logger.warning("alerts: %s", message)
+        outcome = "failed"
     if error is not None:
         delivery.last_error = error[:_LAST_ERROR_CHARS]
     delivery.save(update_fields=["attempts", "delivered_at", "abandoned_at",
                                  "next_attempt_at", "last_error"])
+    return outcome
+
+
+def _record(*, delivery: AlertDelivery, error: str | None, now: datetime) -> str:
+    """Write the attempt's outcome on the (locked) row; return the report list it goes to."""
+    outcome = delivery_attempt_record(delivery=delivery, error=error, now=now)
+    summary = delivery.subject.removeprefix(SUBJECT_PREFIX) or "alerts"
+    attempt = f"attempt {delivery.attempts} of {settings.ALERT_DELIVERY_MAX_ATTEMPTS}"
+    if outcome == "delivered":
+        result = Event.Outcome.OK
+        message = f"Sent by {delivery.channel} ({attempt}): {summary}."
+    elif outcome == "abandoned":
+        result = Event.Outcome.FAILED
+        message = (f"Gave up sending by {delivery.channel} ({error}, {attempt}): "
+                   f"{summary} not delivered.")
+        logger.error("alerts: %s", message)
+    else:
+        result = Event.Outcome.FAILED
+        message = (f"Could not send by {delivery.channel} ({error}, {attempt}); next try "
+                   f"after {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: {summary}.")
+        logger.warning("alerts: %s", message)
     event_record(account=None, action="alert", outcome=result, message=message,
                  actor=ACTOR, now=now)
     return outcome

@@ -30,7 +30,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from ..models import Account, ApiKey, Event, WebhookDelivery, WebhookState
-from .alert_outbox import alert_retry_delay
+from .alert_outbox import delivery_attempt_record
 from .common import Actor, event_record
 from .signing import new_msg_id, standard_webhook_headers
 
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 ACTOR = Actor(job="webhooks")
 TIMEOUT_SECONDS = 5.0
 TOKEN_CHANGED = "token.changed"
-_LAST_ERROR_CHARS = 300
 
 
 # --- finding changes ------------------------------------------------------------------
@@ -160,28 +159,20 @@ def _post(*, delivery: WebhookDelivery, now: datetime) -> str | None:
 
 
 def _record(*, delivery: WebhookDelivery, error: str | None, now: datetime) -> str:
-    delivery.attempts += 1
+    outcome = delivery_attempt_record(delivery=delivery, error=error, now=now)
     attempt = f"attempt {delivery.attempts} of {settings.ALERT_DELIVERY_MAX_ATTEMPTS}"
     who = f"key {delivery.api_key}"
-    if error is None:
-        delivery.delivered_at = now
-        outcome, result = "delivered", Event.Outcome.OK
-        message = f"Change webhook delivered to {who} ({attempt})."
-    elif delivery.attempts >= settings.ALERT_DELIVERY_MAX_ATTEMPTS:
-        delivery.abandoned_at = now
-        outcome, result = "abandoned", Event.Outcome.FAILED
+    if outcome == "delivered":
+        result, message = Event.Outcome.OK, f"Change webhook delivered to {who} ({attempt})."
+    elif outcome == "abandoned":
+        result = Event.Outcome.FAILED
         message = f"Gave up the change webhook to {who} ({error}, {attempt})."
         logger.error("webhooks: %s", message)
     else:
-        delivery.next_attempt_at = now + alert_retry_delay(attempts=delivery.attempts)
-        outcome, result = "failed", Event.Outcome.FAILED
+        result = Event.Outcome.FAILED
         message = (f"Change webhook to {who} failed ({error}, {attempt}); next try after "
                    f"{delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC.")
         logger.warning("webhooks: %s", message)
-    if error is not None:
-        delivery.last_error = error[:_LAST_ERROR_CHARS]
-    delivery.save(update_fields=["attempts", "delivered_at", "abandoned_at",
-                                 "next_attempt_at", "last_error"])
     event_record(account=delivery.account, action="webhook", outcome=result, message=message,
                  actor=ACTOR, now=now)
     return outcome
