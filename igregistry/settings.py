@@ -286,8 +286,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
+        # kombu's default is "control" in the working directory: the checkout.
+        "control_folder": str(_queue_dir / "control"),
     }
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_queue_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # Redis redelivers a message not acknowledged within this many seconds. Task time

@@ -63,9 +63,13 @@ class Command(BaseCommand):
                 why = self._why_left(account, now=now, force=options["force"])
                 self.stdout.write(terminal_safe(f"{account.label}: {why}"))
         if options["dry_run"]:
+            would = 0
             for token in candidates.select_related("account"):
+                would += 1
                 self.stdout.write(f"{terminal_safe(token.account.label)}: would refresh (expires "
                                   f"{utc_text(token.expires_at)})")
+            if not would:
+                self.stdout.write("Nothing is due: no token would be refreshed now.")
             return
         failures = 0
         if chosen is None:
