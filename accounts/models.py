@@ -34,6 +34,11 @@ def validate_token_filename(name: str) -> None:
         raise ValidationError("A token file name cannot start with a dot.")
     if ".." in name:
         raise ValidationError("A token file name cannot contain '..'.")
+    if name.isascii() and name.isdigit():
+        # The token API reads a name of digits as an account id (and Instagram refuses
+        # usernames of digits alone, so no default name is one).
+        raise ValidationError("A token file name cannot be digits alone (the token API "
+                              "would read it as an account id): add a letter.")
     # fullmatch: with match() and "$", a name ending in a newline would pass.
     if not _SAFE_FILENAME.fullmatch(name):
         raise ValidationError(

@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not NAME_RE.fullmatch(remote) or not NAME_RE.fullmatch(local) or ".." in local:
             parser.error(f"--account {spec!r}: use ACCOUNT or ACCOUNT:FILE, with letters, "
                          f"digits, '.', '_' or '-' (no path)")
+        if local in {t[1] for t in targets}:
+            parser.error(f"--account {spec!r}: the file {local!r} is already another "
+                         f"account's: two tokens would take turns in it")
         targets.append((remote, local))
     args.targets = targets
     args.state_file = args.state_file or args.dir / ".igregistry-sync.json"
@@ -125,14 +128,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_state(path: Path) -> dict[str, dict[str, str]]:
-    """The ETag and content hash last written per local file; {} if none or unreadable
-    (then every file is fetched in full once)."""
+def load_state(path: Path) -> dict[str, dict[str, Any]]:
+    """What was last written per local file (ETag, content hash, format, mode, group);
+    {} if none or unreadable, and an entry of another shape is dropped (then that file is
+    fetched in full once)."""
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {name: entry for name, entry in state.items() if isinstance(entry, dict)}
+
+
+def file_is_as_written(path: Path, known: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether the file still holds what this command last wrote there, in the format,
+    mode and group asked for now: only then may a 304 leave it as it is."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return (known.get("sha256") == file_digest(path)
+            and known.get("format") == args.format
+            and (info.st_mode & 0o777) == args.mode
+            and (args.gid == -1 or info.st_gid == args.gid))
 
 
 def file_digest(path: Path) -> str | None:
@@ -205,15 +224,17 @@ def checked_answer(response: requests.Response, remote: str) -> dict[str, Any]:
 
 
 def sync_one(session: requests.Session, args: argparse.Namespace, remote: str, local: str,
-             state: dict[str, dict[str, str]]) -> str:
+             state: dict[str, dict[str, Any]]) -> str:
     """Bring one local file up to date; returns what was done ("unchanged", "written").
     Raises SyncError."""
     path = args.dir / local
     known = state.get(local, {})
     headers = {"Authorization": f"Bearer {args.key}", "Accept": "application/json",
                "User-Agent": USER_AGENT}
-    # A 304 is trusted only while the file still holds what this command wrote.
-    if known.get("etag") and known.get("sha256") == file_digest(path):
+    # A 304 is trusted only while the file still is what this command wrote, as asked now
+    # (a changed --format, --mode or --group, or a file edited or chmod-ed, is rewritten).
+    if isinstance(known.get("etag"), str) and known["etag"] and file_is_as_written(
+            path, known, args):
         headers["If-None-Match"] = known["etag"]
     url = f"{args.registry.rstrip('/')}/api/v1/tokens/{remote}"
     try:
@@ -236,7 +257,8 @@ def sync_one(session: requests.Session, args: argparse.Namespace, remote: str, l
     except OSError as exc:
         raise SyncError(f"cannot write {path} ({exc.strerror or type(exc).__name__})") from None
     state[local] = {"etag": response.headers.get("ETag", ""),
-                    "sha256": hashlib.sha256(content.encode()).hexdigest()}
+                    "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                    "format": args.format}
     return "written"
 
 

@@ -135,7 +135,10 @@ def test_a_viewer_never_sees_the_app_secret(client, viewer, login_app):
     assert page.status_code == 200
     text = page.content.decode()
     assert LOGIN_SECRET not in text
-    assert "…" + LOGIN_SECRET[-4:] in text  # the hint only
+    assert "…" + LOGIN_SECRET[-4:] not in text  # not even its hint (README, "Roles")
+    assert "its last characters are shown only to those who may change apps" in text
+    listing = client.get(reverse("admin:accounts_instagramapp_changelist")).content.decode()
+    assert login_app.name in listing and "…" + LOGIN_SECRET[-4:] not in listing
 
 
 def test_a_viewer_cannot_run_the_account_actions(client, viewer, registry, fake, token_dir):

@@ -163,3 +163,35 @@ def test_bad_arguments_exit_2_with_a_reason(tmp_path, args):
 def test_no_key_is_a_usage_error(tmp_path):
     done = run("--registry", "http://127.0.0.1:1", "--dir", str(tmp_path), "--account", "a")
     assert done.returncode == 2 and "no API key" in done.stderr
+
+
+def test_a_new_format_mode_or_an_outside_chmod_is_applied_despite_the_etag(registry, tmp_path):
+    site = tmp_path / "site"
+    base = ("--registry", registry["url"], "--dir", str(site), "--account", "shop_feed")
+    path = site / "shop_feed"
+    assert run(*base, "--format", "json", key=registry["key"]).returncode == 0
+    assert json.loads(path.read_text())["access_token"] == registry["feed"].token.value
+    # Same token (the registry would answer 304), another format asked: rewritten.
+    assert run(*base, "--format", "text", key=registry["key"]).returncode == 0
+    assert path.read_text() == registry["feed"].token.value
+    assert run(*base, "--mode", "0600", key=registry["key"]).returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o666)  # someone made it world-readable
+    assert run(*base, "--mode", "0600", key=registry["key"]).returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_state_file_of_another_shape_is_survived(registry, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / ".igregistry-sync.json").write_text('{"shop_feed": "x", "other": [1]}')
+    done = run("--registry", registry["url"], "--dir", str(site), "--account", "shop_feed",
+               key=registry["key"])
+    assert done.returncode == 0, done.stderr
+    assert (site / "shop_feed").read_text() == registry["feed"].token.value
+
+
+def test_two_accounts_into_one_file_is_a_usage_error(tmp_path):
+    done = run("--registry", "http://127.0.0.1:1", "--dir", str(tmp_path), "--account", "1:dup",
+               "--account", "2:dup", key="igr_x")
+    assert done.returncode == 2 and "already another account's" in done.stderr

@@ -99,15 +99,18 @@ def test_a_revoked_key_is_401_at_once(client, feed, key, admin_user):
 def test_a_key_reads_only_its_scope(client, fake, login_app, feed, key, token_dir):
     other = active_account(fake, login_app, "Other feed", exported=True)
     response = client.get(url(other.pk), **bearer(key))
-    assert response.status_code == 403
-    assert json.loads(response.content)["error"] == "out_of_scope"
+    # Refused as if it did not exist: a key learns nothing of accounts outside its scope.
+    assert response.status_code == 404
+    assert response.content == client.get(url("no_such_feed"), **bearer(key)).content
     assert other.token.value.encode() not in response.content
+    by_name = client.get(url("other_feed"), **bearer(key))
+    assert by_name.status_code == 404 and by_name.content == response.content
     # An app's key reads every account of the app, and only those.
     _, app_key, _ = services.api_key_create(name="agency", apps=[login_app], user=None,
                                             now=NOW())
     assert client.get(url(other.pk), **bearer(app_key)).status_code == 200
     basic = active_account(fake, make_app(fake, "basic_display"), "Legacy")
-    assert client.get(url(basic.pk), **bearer(app_key)).status_code == 403
+    assert client.get(url(basic.pk), **bearer(app_key)).status_code == 404
 
 
 def test_unknown_accounts_and_accounts_without_a_token_are_404(client, login_app, feed, key):
@@ -202,6 +205,38 @@ def test_a_viewer_sees_keys_but_cannot_create_or_revoke(client, django_user_mode
     assert ApiKey.objects.count() == 1
 
 
+@pytest.mark.parametrize("method", ["post", "put", "delete", "head", "options"])
+def test_other_methods_get_a_json_405(client, feed, key, method):
+    response = getattr(client, method)(url(feed.pk), **bearer(key))
+    assert response.status_code == 405 and response["Allow"] == "GET"
+    if method != "head":
+        assert json.loads(response.content)["error"] == "method_not_allowed"
+
+
 def test_the_openapi_document_is_served(client):
     document = json.loads(client.get(reverse("api-openapi")).content)
     assert "/api/v1/tokens/{account}" in document["paths"]
+
+
+def test_revoking_a_key_drops_its_queued_change_webhooks(feed, admin_user):
+    from accounts.models import WebhookDelivery
+
+    key, _, _ = services.api_key_create(name="hooked", accounts=[feed], user=None, now=NOW(),
+                                        webhook_url="https://site.example/hook")
+    WebhookDelivery.objects.create(api_key=key, account=feed, msg_id="msg_1", event_type="x",
+                                   body="{}", created_at=NOW(), next_attempt_at=NOW())
+    services.api_key_revoke(key=key, user=admin_user, now=NOW())
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.abandoned_at is not None and delivery.last_error == "the key was revoked"
+
+
+def test_a_viewer_sees_where_a_webhook_goes_but_not_its_url(client, django_user_model, feed):
+    key, _, _ = services.api_key_create(
+        name="hooked", accounts=[feed], user=None, now=NOW(),
+        webhook_url="https://site.example/hooks/T0001/secret-path-key?token=abc")
+    page = reverse("admin:accounts_apikey_change", args=[key.pk])
+    client.force_login(staff(django_user_model, "viewer", "viewers"))
+    text = client.get(page).content.decode()
+    assert "https://site.example/" in text and "secret-path-key" not in text
+    client.force_login(staff(django_user_model, "op", "operators"))
+    assert "secret-path-key" in client.get(page).content.decode()

@@ -25,7 +25,8 @@ USERNAME = "shop_owner"
 # Above 2**53: a float would turn it into ...000 (the spacing there is 2).
 BIG_USER_ID = "17841400000000001"
 BIG_ID = "90071992547409930"  # /me's id: above 2**53 too
-UNSAFE_NAMES = ["../evil", "a/b", ".hidden", "a..b", "sp ace", "x\\y"]
+# "2024": the token API would read digits alone as an account id.
+UNSAFE_NAMES = ["../evil", "a/b", ".hidden", "a..b", "sp ace", "x\\y", "2024"]
 
 
 @pytest.fixture
@@ -308,7 +309,7 @@ def test_model_validation_rejects_unsafe_names(account, name):
     assert list(excinfo.value.message_dict) == ["token_filename"]
 
 
-@pytest.mark.parametrize("name", ["shop_owner", "feed.token", "_x-1.txt", "A" * 100])
+@pytest.mark.parametrize("name", ["shop_owner", "feed.token", "_x-1.txt", "A" * 100, "2024a"])
 def test_model_validation_accepts_safe_names(account, name):
     account.token_filename = name
     account.full_clean()

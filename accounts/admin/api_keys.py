@@ -3,6 +3,8 @@ that follows) and revoke them; viewers see names, scopes and prefixes, never a k
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
@@ -53,7 +55,21 @@ class ApiKeyAdmin(RegistryModelAdmin):
     actions = ["revoke_action"]
     fields = ["name", "prefix", "scope", "webhook_url", "created_by", "created_at",
               "last_used_at", "state"]
-    readonly_fields = fields
+    readonly_fields = [*fields, "webhook_host"]
+
+    @admin.display(description="change webhook")
+    def webhook_host(self, obj: ApiKey) -> str:
+        if not obj.webhook_url:
+            return "—"
+        parts = urlsplit(obj.webhook_url)
+        return f"{parts.scheme}://{parts.hostname}/… (the whole URL is shown to operators)"
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        # A webhook URL may carry the consumer's own key in its path or query: only
+        # those who may change keys see it whole.
+        if self.has_change_permission(request, obj):
+            return self.fields
+        return [name if name != "webhook_url" else "webhook_host" for name in self.fields]
 
     @admin.display(description="may read")
     def scope(self, obj: ApiKey) -> str:

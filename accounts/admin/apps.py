@@ -24,7 +24,8 @@ class InstagramAppAdmin(RegistryModelAdmin):
     list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
     list_filter = ["flavour"]
     search_fields = ["name", "app_id"]
-    readonly_fields = ["secret_hint", "deauthorize_callback_url", "data_deletion_url"]
+    readonly_fields = ["secret_hint", "secret_withheld", "deauthorize_callback_url",
+                       "data_deletion_url"]
 
     @admin.display(description="app secret")
     def secret_hint(self, obj: InstagramApp) -> str:
@@ -32,6 +33,16 @@ class InstagramAppAdmin(RegistryModelAdmin):
             return mask(obj.app_secret)
         except DecryptionError:
             return "cannot be decrypted (ENCRYPTION_KEYS): enter it again"
+
+    @admin.display(description="app secret")
+    def secret_withheld(self, obj: InstagramApp) -> str:
+        return "set (its last characters are shown only to those who may change apps)"
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        # Not even the last characters for someone who may only look (README, "Roles").
+        if self.has_change_permission(request):
+            return self.list_display
+        return [name for name in self.list_display if name != "secret_hint"]
 
     # Meta's callbacks: what to paste into the app's settings at Meta. Not secret (each
     # request is signed with the app's secret), so viewers see them too.
@@ -50,8 +61,8 @@ class InstagramAppAdmin(RegistryModelAdmin):
         fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]
         if obj is not None and not self.has_change_permission(request, obj):
             # Django shows a read-only field's model value: for a viewer that would be the
-            # whole secret. The last characters are all anyone who cannot change it sees.
-            fields[fields.index("app_secret")] = "secret_hint"
+            # whole secret. Someone who cannot change it sees that it is set, nothing more.
+            fields[fields.index("app_secret")] = "secret_withheld"
         if obj is not None:  # the URLs name the app's id: none before it is saved
             fields += ["deauthorize_callback_url", "data_deletion_url"]
         return fields

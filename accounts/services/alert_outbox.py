@@ -5,7 +5,8 @@ Each delivery is sent inside its own transaction that holds its row lock, taken 
 SKIP LOCKED: a second run at the same moment passes over a delivery being sent instead of
 sending it again, and a process that dies in the middle leaves the row as it was, due, for
 the next run. Delivery is therefore at least once: a webhook receiver that took the body
-but answered too late gets the very same bytes (and signature) again and can drop them.
+but answered too late gets the very same bytes and `webhook-id` again (signed anew with
+that attempt's timestamp) and can drop them.
 
 Rows are kept once delivered or abandoned: /metrics counts its delivery counters from them,
 and a counter must never go down (a few rows a day at most).

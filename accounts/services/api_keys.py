@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
-from ..models import Account, ApiKey, Event, InstagramApp
+from ..models import Account, ApiKey, Event, InstagramApp, WebhookDelivery
 from ..selectors.api import KEY_PREFIX, api_key_hash
 from .common import Actor, FlowError, event_record
 
@@ -65,6 +65,10 @@ def api_key_revoke(*, key: ApiKey, user: AbstractBaseUser, now: datetime) -> boo
         changed = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
             revoked_at=now, revoked_by=user)
         if changed:
+            # Its consumer is no longer one: change webhooks still queued are dropped.
+            WebhookDelivery.objects.filter(
+                api_key=key, delivered_at__isnull=True, abandoned_at__isnull=True
+            ).update(abandoned_at=now, last_error="the key was revoked")
             event_record(account=None, action="api_key_revoke", outcome=Event.Outcome.OK,
                          message=f"API key {key} revoked.", actor=Actor(user=user), now=now)
     return bool(changed)

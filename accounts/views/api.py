@@ -17,6 +17,7 @@ from pathlib import Path
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.cache import get_conditional_response
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from ..selectors import api as api_selectors
@@ -36,12 +37,17 @@ def _error(status: int, code: str, detail: str) -> JsonResponse:
     return response
 
 
-@require_GET
+@csrf_exempt  # no cookies, no session: a bearer key, so nothing for CSRF to protect
 def token_read(request: HttpRequest, account: str) -> HttpResponse:
     """The account's token, expiry and Instagram ids as JSON (200, with an ETag), 304
     when `If-None-Match` names the current ETag; 400 for a malformed name or header,
-    401 without a live key, 403 when the key's scope does not cover the account, 404
-    for an unknown account or one without a token."""
+    401 without a live key, 404 for an account the key may not read, an unknown one
+    (the same answer: a key learns nothing of accounts outside its scope) or one without
+    a token; 405 (JSON) for a method other than GET."""
+    if request.method != "GET":
+        response = _error(405, "method_not_allowed", "Only GET is allowed.")
+        response["Allow"] = "GET"
+        return response
     given = request.headers.get("Authorization", "")
     scheme, _, presented = given.partition(" ")
     key = None
@@ -58,12 +64,12 @@ def token_read(request: HttpRequest, account: str) -> HttpResponse:
     if len(request.headers.get("If-None-Match", "")) > 200:
         return _error(400, "bad_request", "If-None-Match is too long to be an ETag.")
     target = api_selectors.account_for_api(name=account)
-    if target is None:
-        logger.info("api read key=%s account=%s: no such account", key.prefix, account)
-        return _error(404, "not_found", "No account has that id or token file name.")
-    if not api_selectors.api_key_may_read(key=key, account=target):
-        logger.info("api read key=%s account=%s: out of scope", key.prefix, target.pk)
-        return _error(403, "out_of_scope", "This API key may not read that account.")
+    if target is None or not api_selectors.api_key_may_read(key=key, account=target):
+        # The log (for operators) says which; the caller gets one answer for both.
+        logger.info("api read key=%s account=%.100r: %s", key.prefix, account,
+                    "no such account" if target is None else "out of the key's scope")
+        return _error(404, "not_found", "This key may read no account with that id or "
+                      "token file name.")
     answer = api_selectors.api_token(account=target)
     if answer is None:
         logger.info("api read key=%s account=%s: no token", key.prefix, target.pk)
