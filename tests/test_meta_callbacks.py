@@ -105,11 +105,11 @@ def make_shop(app: InstagramApp, *, label: str = "Shop feed", username: str = US
                          expires_at=now - obtained + timedelta(days=60))
     account = Account.objects.get(pk=account.pk)
     services.token_export(account=account, actor=Actor(job="test"), now=now)
-    services.event_record(
+    services.event_record(  # when the token was granted, as token_store records it
         account=account, action="authorize", outcome=Event.Outcome.OK,
         message=f"Authorized as @{username} (Instagram id {ids[0]}, user_id {ids[1]}, "
                 f"exchange user_id {ids[2]}); @{username.upper()} in capitals.",
-        actor=Actor(job="test"), now=now)
+        actor=Actor(job="test"), now=now - obtained)
     return Account.objects.select_related("token").get(pk=account.pk)
 
 
@@ -250,6 +250,53 @@ def test_a_deauthorize_older_than_a_new_authorization_changes_nothing(client, ap
     old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
     assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
     assert snapshot(token_dir) == before
+
+
+def test_a_deauthorize_issued_before_a_routine_refresh_still_applies(client, app,
+                                                                      token_dir):
+    # A refresh stores a new token value with obtained_at = now (services/refresh.py), but
+    # the owner granted nothing: their removal of the app, issued before it, still counts.
+    shop = make_shop(app, obtained=timedelta(days=5))
+    now = timezone.now()
+    Token.objects.filter(account=shop).update(obtained_at=now, last_refreshed_at=now,
+                                              expires_at=now + timedelta(days=60))
+    services.event_record(account=shop, action="refresh", outcome=Event.Outcome.OK,
+                          message="Refreshed.", actor=Actor(job="test"), now=now)
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
+    assert not Token.objects.filter(account=shop).exists()
+
+
+@pytest.mark.parametrize("action", ["authorize", "import"])
+def test_a_deauthorize_older_than_a_new_grant_is_ignored_even_with_an_old_token(
+        client, app, token_dir, action):
+    # The token's obtained_at is not what counts: an import estimates it from the expiry.
+    shop = make_shop(app, obtained=timedelta(days=5))
+    services.event_record(account=shop, action=action, outcome=Event.Outcome.OK,
+                          message="Granted again.", actor=Actor(job="test"),
+                          now=timezone.now() - timedelta(minutes=1))
+    # A failed attempt since is no new consent, and does not hide the grant either.
+    services.event_record(account=shop, action=action, outcome=Event.Outcome.FAILED,
+                          message="Refused.", actor=Actor(job="test"), now=timezone.now())
+    before = snapshot(token_dir)
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+    assert snapshot(token_dir) == before
+
+
+def test_a_failed_authorization_since_does_not_make_a_deauthorize_stale(client, app,
+                                                                        token_dir):
+    shop = make_shop(app, obtained=timedelta(days=5))
+    services.event_record(account=shop, action="authorize", outcome=Event.Outcome.FAILED,
+                          message="Refused.", actor=Actor(job="test"), now=timezone.now())
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
 
 
 def test_a_deauthorized_account_is_announced_with_its_own_words(client, shop, app, settings,

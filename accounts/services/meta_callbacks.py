@@ -81,9 +81,10 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
     account (job "meta deauthorize"). The next alerts run announces the new state.
 
     Idempotent: an account already deauthorized, without a token, is left alone (a replay
-    changes nothing and records nothing). A request issued before the account's current
-    token or pending token was obtained is stale (the owner authorized again since) and
-    changes nothing either. An unknown user changes nothing.
+    changes nothing and records nothing). A request issued before the account's last
+    successful authorization or import, or before its pending token was obtained, is
+    stale (the owner authorized again since) and changes nothing either; a refresh since
+    does not make it stale. An unknown user changes nothing.
 
     Returns the ids of the accounts changed. Raises SignedRequestInvalid (nothing changed)
     and DecryptionError when the app's secret cannot be read."""
@@ -94,10 +95,14 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
     with transaction.atomic():
         accounts = list(_accounts_locked(app=app, request=request))
         for account in accounts:
-            token = Token.objects.filter(account=account).only("pk", "obtained_at").first()
+            token = Token.objects.filter(account=account).only("pk").first()
             pending = (PendingToken.objects.filter(account=account)
                        .only("pk", "created_at").first())
-            if ((token is not None and token.obtained_at > issued_at)
+            # Stale only if the owner granted a token again since: the last authorization
+            # or import, or a code exchanged and not yet swapped. Not the token's
+            # obtained_at, which every routine refresh moves to its own time.
+            granted_at = selectors.account_last_granted_at(account_id=account.pk)
+            if ((granted_at is not None and granted_at > issued_at)
                     or (pending is not None and pending.created_at > issued_at)):
                 logger.info("meta deauthorize: account %s was authorized again after the "
                             "request was issued; nothing changed", account.pk)
