@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import serializers
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
@@ -36,6 +37,7 @@ from accounts.models import (
     TokenFile,
 )
 from accounts.services import Actor
+from accounts.timeutil import utc_text
 
 SECRET = "meta-app-secret-0a1b2c3d4e5f"
 OTHER_SECRET = "other-app-secret-9z8y7x6w5v"
@@ -385,6 +387,81 @@ def test_data_deletion_erases_the_account_and_answers_meta(client, app, token_di
     assert record.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M") in text
     assert_no_personal_data(text)
     assert "Shop feed" not in text
+
+
+def _mail_item(body: str, label: str) -> list[str]:
+    """The lines of one account's item in an alert mail: from "* <label> — " to "Admin:"."""
+    lines = body.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"* {label} — "))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("  Admin: "))
+    return lines[start:end + 1]
+
+
+@pytest.mark.parametrize("username", ["null", "https", "expired", "needs_reauth",
+                                      str(datetime.now(UTC).year)])
+def test_data_deletion_scrubs_only_its_own_account_in_stored_alerts(client, app, token_dir,
+                                                                    settings, username):
+    # A run's alert names many accounts; the erased username is also a word of JSON, of a
+    # URL, of a state or of a date there. Only the erased account's items change.
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/alerts"  # refused: the body stays queued
+    settings.ALERT_WEBHOOK_SECRET = "alert-webhook-secret"
+    settings.REFRESH_SWEEP_MINUTES = 10**7  # no refresh-workers item
+    other = make_shop(app, label="Other shop")
+    erased_ids = ("17841405793180001", "17841400000000002", "")
+    erased = make_shop(app, label="Second shop", username=username, ids=erased_ids)
+    Account.objects.filter(pk=other.pk).update(
+        status=Account.Status.NEEDS_REAUTH,
+        last_error=f"Token expired (null answer) on {datetime.now(UTC).year}-01-02; "
+                   f"see https://help.instagram.com; needs_reauth")
+    Account.objects.filter(pk=erased.pk).update(
+        status=Account.Status.NEEDS_REAUTH,
+        last_error=f"Instagram refused the token of @{username} (user {erased_ids[1]}).")
+    now = timezone.now()
+    services.alerts_dispatch(now=now)
+    with transaction.atomic():
+        services.alert_notice_queue(
+            account=Account.objects.get(pk=erased.pk), now=now,
+            message=f"the owner authorized @{username} through an owner link")
+    hook = AlertDelivery.objects.filter(channel="webhook").order_by("pk")
+    mail = AlertDelivery.objects.filter(channel="email").order_by("pk")
+    [run_hook, notice_hook], [run_mail, notice_mail] = hook, mail
+    document = json.loads(run_hook.body)
+    assert [item["account_id"] for item in document["items"]] == [other.pk, erased.pk]
+    other_item = document["items"][0]
+    other_mail = _mail_item(run_mail.body, "Other shop")
+    assert f"@{username}" in notice_mail.subject
+
+    response = post(client, deletion_url(app), meta_sign(payload(erased_ids[0])))
+
+    assert response.status_code == 200
+    run_hook.refresh_from_db()
+    after = json.loads(run_hook.body)  # still JSON
+    assert after["sent_at"] == document["sent_at"]
+    assert after["items"][0] == other_item  # the other account's item, unchanged
+    mine = after["items"][1]
+    assert mine["username"] == "[deleted]" and mine["label"] == "Second shop"
+    assert mine["state"] == "needs_reauth" and mine["admin_url"] == document["items"][1][
+        "admin_url"]
+    assert mine["last_error"] == "Instagram refused the token of @[deleted] (user [deleted])."
+    # Written as alerts._queue writes it: the same bytes apart from the erased item's.
+    assert run_hook.body == json.dumps(after, separators=(",", ":"))
+
+    run_mail.refresh_from_db()
+    assert run_mail.body.split("\n")[0] == f"Account states at {utc_text(now)}."
+    assert _mail_item(run_mail.body, "Other shop") == other_mail
+    mine_mail = _mail_item(run_mail.body, "Second shop")
+    assert mine_mail[0].endswith(", @[deleted]")
+    assert "  State: Needs re-authorization" in mine_mail
+    assert ("  Last error: Instagram refused the token of @[deleted] (user [deleted])."
+            in mine_mail)
+
+    for delivery in (notice_hook, notice_mail):
+        delivery.refresh_from_db()
+        assert delivery.subject.endswith(
+            "Second shop: the owner authorized @[deleted] through an owner link")
+        assert f"@{username}" not in delivery.body and erased_ids[1] not in delivery.body
+    assert json.loads(notice_hook.body)["items"][0]["username"] == "[deleted]"
 
 
 def test_a_replayed_data_deletion_returns_the_first_answer_and_changes_nothing(
