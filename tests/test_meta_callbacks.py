@@ -12,12 +12,16 @@ import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import serializers
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
@@ -38,6 +42,11 @@ from accounts.models import (
 )
 from accounts.services import Actor
 from accounts.timeutil import utc_text
+from accounts.views.meta_callbacks import (
+    MAX_BODY_BYTES,
+    meta_data_deletion,
+    meta_deauthorize,
+)
 
 SECRET = "meta-app-secret-0a1b2c3d4e5f"
 OTHER_SECRET = "other-app-secret-9z8y7x6w5v"
@@ -612,6 +621,74 @@ def test_an_oversized_or_repeated_form_is_refused(client, shop, app, token_dir, 
                           content_type="application/json")
     assert as_json.status_code == 400 and "missing" in as_json.json()["error"]
     assert snapshot(token_dir) == before
+
+
+def chunked_post(url: str, body: bytes, content_type: str) -> ASGIRequest:
+    """A POST as Django gets it under ASGI with `Transfer-Encoding: chunked`: no
+    Content-Length, the body spooled by the handler (django.core.handlers.asgi)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": "POST", "scheme": "https", "path": url, "raw_path": url.encode(),
+        "query_string": b"", "root_path": "", "client": ("203.0.113.9", 40000),
+        "server": ("registry.test.example", 443),
+        "headers": [(b"host", b"registry.test.example"),
+                    (b"content-type", content_type.encode()),
+                    (b"transfer-encoding", b"chunked")],
+    }
+    request = ASGIRequest(scope, BytesIO(body))  # the handler's file is seekable too
+    assert "CONTENT_LENGTH" not in request.META
+    return request
+
+
+def form_body(fields: dict, content_type: str) -> tuple[bytes, str]:
+    if content_type == "multipart":
+        return (encode_multipart(BOUNDARY, fields), MULTIPART_CONTENT)
+    return urlencode(fields).encode(), "application/x-www-form-urlencoded"
+
+
+CALLBACK_VIEWS = {"deauthorize": meta_deauthorize, "data-deletion": meta_data_deletion}
+
+
+@pytest.mark.parametrize("content_type", ["urlencoded", "multipart"])
+@pytest.mark.parametrize("which", ["deauthorize", "data-deletion"])
+def test_a_body_without_content_length_is_bounded_too(shop, app, token_dir, which,
+                                                     content_type):
+    # Without a Content-Length only the body itself tells its size: the bound must hold
+    # there too, not Django's 2.5 MB (DATA_UPLOAD_MAX_MEMORY_SIZE).
+    url = reverse(f"meta-{which}", args=[app.pk])
+    view = CALLBACK_VIEWS[which]
+    before = snapshot(token_dir)
+    good = meta_sign(payload(IG_USER_ID))
+    body, kind = form_body({"signed_request": good, "padding": "x" * 20_000}, content_type)
+    big = view(chunked_post(url, body, kind), app_pk=app.pk)
+    assert big.status_code == 400 and "too large" in json.loads(big.content)["error"]
+    assert snapshot(token_dir) == before
+    # Just within the bound, the same framing passes.
+    body, kind = form_body({"signed_request": good}, content_type)
+    assert len(body) <= MAX_BODY_BYTES
+    applied = view(chunked_post(url, body, kind), app_pk=app.pk)
+    assert applied.status_code == 200
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
+
+
+def test_the_body_is_read_no_further_than_the_bound(app):
+    # A body far larger than the bound (here 3 MB, past DATA_UPLOAD_MAX_MEMORY_SIZE) is
+    # refused after reading one byte past it.
+    body, kind = form_body({"signed_request": "x" * 3_000_000}, "urlencoded")
+    request = chunked_post(deauthorize_url(app), body, kind)
+    reads: list[int] = []
+    original = request.read
+
+    def counting_read(size: int = -1) -> bytes:
+        data = original(size)
+        reads.append(len(data))
+        return data
+
+    request.read = counting_read
+    response = meta_deauthorize(request, app_pk=app.pk)
+    assert response.status_code == 400 and "too large" in json.loads(response.content)["error"]
+    assert sum(reads) == MAX_BODY_BYTES + 1
 
 
 @pytest.mark.parametrize("which", ["deauthorize", "data-deletion"])
