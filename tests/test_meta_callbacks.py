@@ -12,11 +12,16 @@ import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import serializers
+from django.core.handlers.asgi import ASGIRequest
+from django.db import transaction
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
@@ -36,6 +41,12 @@ from accounts.models import (
     TokenFile,
 )
 from accounts.services import Actor
+from accounts.timeutil import utc_text
+from accounts.views.meta_callbacks import (
+    MAX_BODY_BYTES,
+    meta_data_deletion,
+    meta_deauthorize,
+)
 
 SECRET = "meta-app-secret-0a1b2c3d4e5f"
 OTHER_SECRET = "other-app-secret-9z8y7x6w5v"
@@ -105,11 +116,11 @@ def make_shop(app: InstagramApp, *, label: str = "Shop feed", username: str = US
                          expires_at=now - obtained + timedelta(days=60))
     account = Account.objects.get(pk=account.pk)
     services.token_export(account=account, actor=Actor(job="test"), now=now)
-    services.event_record(
+    services.event_record(  # when the token was granted, as token_store records it
         account=account, action="authorize", outcome=Event.Outcome.OK,
         message=f"Authorized as @{username} (Instagram id {ids[0]}, user_id {ids[1]}, "
                 f"exchange user_id {ids[2]}); @{username.upper()} in capitals.",
-        actor=Actor(job="test"), now=now)
+        actor=Actor(job="test"), now=now - obtained)
     return Account.objects.select_related("token").get(pk=account.pk)
 
 
@@ -252,6 +263,53 @@ def test_a_deauthorize_older_than_a_new_authorization_changes_nothing(client, ap
     assert snapshot(token_dir) == before
 
 
+def test_a_deauthorize_issued_before_a_routine_refresh_still_applies(client, app,
+                                                                      token_dir):
+    # A refresh stores a new token value with obtained_at = now (services/refresh.py), but
+    # the owner granted nothing: their removal of the app, issued before it, still counts.
+    shop = make_shop(app, obtained=timedelta(days=5))
+    now = timezone.now()
+    Token.objects.filter(account=shop).update(obtained_at=now, last_refreshed_at=now,
+                                              expires_at=now + timedelta(days=60))
+    services.event_record(account=shop, action="refresh", outcome=Event.Outcome.OK,
+                          message="Refreshed.", actor=Actor(job="test"), now=now)
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
+    assert not Token.objects.filter(account=shop).exists()
+
+
+@pytest.mark.parametrize("action", ["authorize", "import"])
+def test_a_deauthorize_older_than_a_new_grant_is_ignored_even_with_an_old_token(
+        client, app, token_dir, action):
+    # The token's obtained_at is not what counts: an import estimates it from the expiry.
+    shop = make_shop(app, obtained=timedelta(days=5))
+    services.event_record(account=shop, action=action, outcome=Event.Outcome.OK,
+                          message="Granted again.", actor=Actor(job="test"),
+                          now=timezone.now() - timedelta(minutes=1))
+    # A failed attempt since is no new consent, and does not hide the grant either.
+    services.event_record(account=shop, action=action, outcome=Event.Outcome.FAILED,
+                          message="Refused.", actor=Actor(job="test"), now=timezone.now())
+    before = snapshot(token_dir)
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+    assert snapshot(token_dir) == before
+
+
+def test_a_failed_authorization_since_does_not_make_a_deauthorize_stale(client, app,
+                                                                        token_dir):
+    shop = make_shop(app, obtained=timedelta(days=5))
+    services.event_record(account=shop, action="authorize", outcome=Event.Outcome.FAILED,
+                          message="Refused.", actor=Actor(job="test"), now=timezone.now())
+    old = payload(IG_USER_ID, issued_at=int(time.time()) - 600)
+    assert post(client, deauthorize_url(app), meta_sign(old)).status_code == 200
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
+
+
 def test_a_deauthorized_account_is_announced_with_its_own_words(client, shop, app, settings,
                                                                 mailoutbox):
     settings.ALERT_EMAILS = ["ops@example.com"]
@@ -338,6 +396,81 @@ def test_data_deletion_erases_the_account_and_answers_meta(client, app, token_di
     assert record.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M") in text
     assert_no_personal_data(text)
     assert "Shop feed" not in text
+
+
+def _mail_item(body: str, label: str) -> list[str]:
+    """The lines of one account's item in an alert mail: from "* <label> — " to "Admin:"."""
+    lines = body.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"* {label} — "))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("  Admin: "))
+    return lines[start:end + 1]
+
+
+@pytest.mark.parametrize("username", ["null", "https", "expired", "needs_reauth",
+                                      str(datetime.now(UTC).year)])
+def test_data_deletion_scrubs_only_its_own_account_in_stored_alerts(client, app, token_dir,
+                                                                    settings, username):
+    # A run's alert names many accounts; the erased username is also a word of JSON, of a
+    # URL, of a state or of a date there. Only the erased account's items change.
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/alerts"  # refused: the body stays queued
+    settings.ALERT_WEBHOOK_SECRET = "alert-webhook-secret"
+    settings.REFRESH_SWEEP_MINUTES = 10**7  # no refresh-workers item
+    other = make_shop(app, label="Other shop")
+    erased_ids = ("17841405793180001", "17841400000000002", "")
+    erased = make_shop(app, label="Second shop", username=username, ids=erased_ids)
+    Account.objects.filter(pk=other.pk).update(
+        status=Account.Status.NEEDS_REAUTH,
+        last_error=f"Token expired (null answer) on {datetime.now(UTC).year}-01-02; "
+                   f"see https://help.instagram.com; needs_reauth")
+    Account.objects.filter(pk=erased.pk).update(
+        status=Account.Status.NEEDS_REAUTH,
+        last_error=f"Instagram refused the token of @{username} (user {erased_ids[1]}).")
+    now = timezone.now()
+    services.alerts_dispatch(now=now)
+    with transaction.atomic():
+        services.alert_notice_queue(
+            account=Account.objects.get(pk=erased.pk), now=now,
+            message=f"the owner authorized @{username} through an owner link")
+    hook = AlertDelivery.objects.filter(channel="webhook").order_by("pk")
+    mail = AlertDelivery.objects.filter(channel="email").order_by("pk")
+    [run_hook, notice_hook], [run_mail, notice_mail] = hook, mail
+    document = json.loads(run_hook.body)
+    assert [item["account_id"] for item in document["items"]] == [other.pk, erased.pk]
+    other_item = document["items"][0]
+    other_mail = _mail_item(run_mail.body, "Other shop")
+    assert f"@{username}" in notice_mail.subject
+
+    response = post(client, deletion_url(app), meta_sign(payload(erased_ids[0])))
+
+    assert response.status_code == 200
+    run_hook.refresh_from_db()
+    after = json.loads(run_hook.body)  # still JSON
+    assert after["sent_at"] == document["sent_at"]
+    assert after["items"][0] == other_item  # the other account's item, unchanged
+    mine = after["items"][1]
+    assert mine["username"] == "[deleted]" and mine["label"] == "Second shop"
+    assert mine["state"] == "needs_reauth" and mine["admin_url"] == document["items"][1][
+        "admin_url"]
+    assert mine["last_error"] == "Instagram refused the token of @[deleted] (user [deleted])."
+    # Written as alerts._queue writes it: the same bytes apart from the erased item's.
+    assert run_hook.body == json.dumps(after, separators=(",", ":"))
+
+    run_mail.refresh_from_db()
+    assert run_mail.body.split("\n")[0] == f"Account states at {utc_text(now)}."
+    assert _mail_item(run_mail.body, "Other shop") == other_mail
+    mine_mail = _mail_item(run_mail.body, "Second shop")
+    assert mine_mail[0].endswith(", @[deleted]")
+    assert "  State: Needs re-authorization" in mine_mail
+    assert ("  Last error: Instagram refused the token of @[deleted] (user [deleted])."
+            in mine_mail)
+
+    for delivery in (notice_hook, notice_mail):
+        delivery.refresh_from_db()
+        assert delivery.subject.endswith(
+            "Second shop: the owner authorized @[deleted] through an owner link")
+        assert f"@{username}" not in delivery.body and erased_ids[1] not in delivery.body
+    assert json.loads(notice_hook.body)["items"][0]["username"] == "[deleted]"
 
 
 def test_a_replayed_data_deletion_returns_the_first_answer_and_changes_nothing(
@@ -488,6 +621,74 @@ def test_an_oversized_or_repeated_form_is_refused(client, shop, app, token_dir, 
                           content_type="application/json")
     assert as_json.status_code == 400 and "missing" in as_json.json()["error"]
     assert snapshot(token_dir) == before
+
+
+def chunked_post(url: str, body: bytes, content_type: str) -> ASGIRequest:
+    """A POST as Django gets it under ASGI with `Transfer-Encoding: chunked`: no
+    Content-Length, the body spooled by the handler (django.core.handlers.asgi)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": "POST", "scheme": "https", "path": url, "raw_path": url.encode(),
+        "query_string": b"", "root_path": "", "client": ("203.0.113.9", 40000),
+        "server": ("registry.test.example", 443),
+        "headers": [(b"host", b"registry.test.example"),
+                    (b"content-type", content_type.encode()),
+                    (b"transfer-encoding", b"chunked")],
+    }
+    request = ASGIRequest(scope, BytesIO(body))  # the handler's file is seekable too
+    assert "CONTENT_LENGTH" not in request.META
+    return request
+
+
+def form_body(fields: dict, content_type: str) -> tuple[bytes, str]:
+    if content_type == "multipart":
+        return (encode_multipart(BOUNDARY, fields), MULTIPART_CONTENT)
+    return urlencode(fields).encode(), "application/x-www-form-urlencoded"
+
+
+CALLBACK_VIEWS = {"deauthorize": meta_deauthorize, "data-deletion": meta_data_deletion}
+
+
+@pytest.mark.parametrize("content_type", ["urlencoded", "multipart"])
+@pytest.mark.parametrize("which", ["deauthorize", "data-deletion"])
+def test_a_body_without_content_length_is_bounded_too(shop, app, token_dir, which,
+                                                     content_type):
+    # Without a Content-Length only the body itself tells its size: the bound must hold
+    # there too, not Django's 2.5 MB (DATA_UPLOAD_MAX_MEMORY_SIZE).
+    url = reverse(f"meta-{which}", args=[app.pk])
+    view = CALLBACK_VIEWS[which]
+    before = snapshot(token_dir)
+    good = meta_sign(payload(IG_USER_ID))
+    body, kind = form_body({"signed_request": good, "padding": "x" * 20_000}, content_type)
+    big = view(chunked_post(url, body, kind), app_pk=app.pk)
+    assert big.status_code == 400 and "too large" in json.loads(big.content)["error"]
+    assert snapshot(token_dir) == before
+    # Just within the bound, the same framing passes.
+    body, kind = form_body({"signed_request": good}, content_type)
+    assert len(body) <= MAX_BODY_BYTES
+    applied = view(chunked_post(url, body, kind), app_pk=app.pk)
+    assert applied.status_code == 200
+    shop.refresh_from_db()
+    assert shop.status == Account.Status.DEAUTHORIZED
+
+
+def test_the_body_is_read_no_further_than_the_bound(app):
+    # A body far larger than the bound (here 3 MB, past DATA_UPLOAD_MAX_MEMORY_SIZE) is
+    # refused after reading one byte past it.
+    body, kind = form_body({"signed_request": "x" * 3_000_000}, "urlencoded")
+    request = chunked_post(deauthorize_url(app), body, kind)
+    reads: list[int] = []
+    original = request.read
+
+    def counting_read(size: int = -1) -> bytes:
+        data = original(size)
+        reads.append(len(data))
+        return data
+
+    request.read = counting_read
+    response = meta_deauthorize(request, app_pk=app.pk)
+    assert response.status_code == 400 and "too large" in json.loads(response.content)["error"]
+    assert sum(reads) == MAX_BODY_BYTES + 1
 
 
 @pytest.mark.parametrize("which", ["deauthorize", "data-deletion"])

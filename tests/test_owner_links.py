@@ -5,9 +5,9 @@ nothing; a denial leaves the link usable; two tabs spend it once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -297,11 +297,46 @@ def test_a_redirect_replayed_in_another_browser_is_refused(admin_client, owner, 
     assert not Token.objects.exists() and fake.calls("/oauth/access_token") == []
     assert OAuthState.objects.get().used_at is None
     # A cookie forged by hand is no better than none.
-    stranger.cookies[FLOW_COOKIE] = json.dumps([OAuthState.objects.get().state_hash])
+    stranger.cookies[FLOW_COOKIE] = OAuthState.objects.get().state_hash
     assert stranger.get(callback).status_code == 400
     # The browser that opened the link still completes it.
     assert owner.get(callback).status_code == 302
     assert Token.objects.filter(account=login_account).exists()
+
+
+# RFC 6265, section 4.1.1: cookie-value = *cookie-octet (no quotes, comma, semicolon,
+# backslash, space or control): what browsers and cookie jars keep verbatim.
+COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
+
+
+def test_the_binding_cookie_is_made_of_cookie_octets(admin_client, owner, login_account,
+                                                     fake):
+    path = create_link(admin_client, login_account)
+    first = allow_at_fake(go_to_instagram(owner, path))
+    second = owner.post(path)  # a second tab: the cookie now binds two states
+    assert second.status_code == 302
+    cookie = second.cookies[FLOW_COOKIE]
+    assert COOKIE_OCTETS.fullmatch(cookie.coded_value), cookie.coded_value
+    # Sent as it is, unquoted: what the browser stores is what the registry signed.
+    assert cookie.coded_value == cookie.value
+    assert cookie.OutputString().startswith(f"{FLOW_COOKIE}={cookie.value};")
+    # A browser sends back the very octets it got, and the first tab completes.
+    browser = Client(HTTP_COOKIE=f"{FLOW_COOKIE}={cookie.coded_value}")
+    assert browser.get(back_from_instagram(first)).status_code == 302
+    assert Token.objects.filter(account=login_account).exists()
+
+
+def test_a_tampered_binding_cookie_binds_nothing(admin_client, owner, login_account, fake):
+    path = create_link(admin_client, login_account)
+    callback = owner_flow(owner, path)
+    value = owner.cookies[FLOW_COOKIE].value
+    other_hash = "0" * 64
+    forged = value.replace(value.split(".")[0], other_hash, 1)
+    assert forged != value
+    tampered = Client(HTTP_COOKIE=f"{FLOW_COOKIE}={forged}")
+    assert tampered.get(callback).status_code == 400
+    assert not Token.objects.exists()
+    assert owner.get(callback).status_code == 302
 
 
 def test_a_staff_session_cannot_complete_an_owners_state(admin_client, owner, login_account,

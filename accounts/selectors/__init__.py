@@ -47,6 +47,7 @@ from ..models import (
 from ..timeutil import utc_text
 from .meta_callbacks import (  # noqa: F401  (re-exported: every read is selectors.<name>)
     MetaCallbackUrls,
+    account_last_granted_at,
     data_deletion_request_find,
     data_deletion_status_url,
     instagram_app_for_callback,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Max
 from django.urls import reverse
 
-from ..models import DataDeletionRequest, InstagramApp
+from ..models import DataDeletionRequest, Event, InstagramApp
 
 # What `data_deletion_apply` issues (letters and digits), within the column's length.
 _CONFIRMATION_CODE = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -41,6 +43,20 @@ def data_deletion_status_url(*, confirmation_code: str) -> str:
 def instagram_app_for_callback(*, app_pk: int) -> InstagramApp | None:
     """The app a callback URL names, or None when there is none (the view's 404)."""
     return InstagramApp.objects.filter(pk=app_pk).first()
+
+
+# The events `token_store` records when a token the owner granted lands (an authorization,
+# by staff or through an owner link, or an import); a refresh records "refresh".
+_GRANT_ACTIONS = ("authorize", "import")
+
+
+def account_last_granted_at(*, account_id: int) -> datetime | None:
+    """When a token the owner granted last landed for the account (its latest successful
+    authorization or import), or None if none ever did. Not the token's `obtained_at`:
+    every refresh moves that to its own time, and a refresh is no new consent."""
+    return (Event.objects
+            .filter(account_id=account_id, action__in=_GRANT_ACTIONS, outcome=Event.Outcome.OK)
+            .aggregate(latest=Max("created_at"))["latest"])
 
 
 def data_deletion_request_find(*, confirmation_code: str) -> DataDeletionRequest | None:

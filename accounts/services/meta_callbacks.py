@@ -10,6 +10,7 @@ Neither writes the user's id or username into an event, a log line or an error.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
 from .. import selectors
@@ -38,6 +40,8 @@ from ..models import (
     validate_token_filename,
 )
 from ..selectors import FileState
+from .alert_outbox import SUBJECT_PREFIX
+from .alerts import Kind
 from .common import Actor, event_record
 from .files import token_file_dead_token_apply
 
@@ -81,9 +85,10 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
     account (job "meta deauthorize"). The next alerts run announces the new state.
 
     Idempotent: an account already deauthorized, without a token, is left alone (a replay
-    changes nothing and records nothing). A request issued before the account's current
-    token or pending token was obtained is stale (the owner authorized again since) and
-    changes nothing either. An unknown user changes nothing.
+    changes nothing and records nothing). A request issued before the account's last
+    successful authorization or import, or before its pending token was obtained, is
+    stale (the owner authorized again since) and changes nothing either; a refresh since
+    does not make it stale. An unknown user changes nothing.
 
     Returns the ids of the accounts changed. Raises SignedRequestInvalid (nothing changed)
     and DecryptionError when the app's secret cannot be read."""
@@ -94,10 +99,14 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
     with transaction.atomic():
         accounts = list(_accounts_locked(app=app, request=request))
         for account in accounts:
-            token = Token.objects.filter(account=account).only("pk", "obtained_at").first()
+            token = Token.objects.filter(account=account).only("pk").first()
             pending = (PendingToken.objects.filter(account=account)
                        .only("pk", "created_at").first())
-            if ((token is not None and token.obtained_at > issued_at)
+            # Stale only if the owner granted a token again since: the last authorization
+            # or import, or a code exchanged and not yet swapped. Not the token's
+            # obtained_at, which every routine refresh moves to its own time.
+            granted_at = selectors.account_last_granted_at(account_id=account.pk)
+            if ((granted_at is not None and granted_at > issued_at)
                     or (pending is not None and pending.created_at > issued_at)):
                 logger.info("meta deauthorize: account %s was authorized again after the "
                             "request was issued; nothing changed", account.pk)
@@ -129,7 +138,8 @@ def data_deletion_apply(*, app: InstagramApp, signed_request: object,
     transaction: the token and pending token, every token file of the account (on disk
     and its record: the file holds the token, its name may be the username), the
     username and the three ids are deleted; the username and ids are replaced by
-    "[deleted]" in the account's event messages and labels and in stored alert messages.
+    "[deleted]" in the account's event messages and labels and in the account's own items
+    of stored alerts (other accounts' items, and the alerts' structure, stay as they were).
     The account row stays (staff's label and settings), DEAUTHORIZED. The record says
     COMPLETED (or NO_DATA for an unknown user), how many accounts were erased, and when;
     its confirmation code is 20 random letters and digits. Events name no id or username.
@@ -191,6 +201,7 @@ def _accounts_locked(*, app: InstagramApp, request: SignedRequest) -> Iterable[A
 
 def _erase(*, account: Account, code: str, actor: Actor, now: datetime) -> None:
     """Delete the account's Instagram data (caller holds the transaction and the row)."""
+    admin_path = reverse("admin:accounts_account_change", args=[account.pk])
     terms = sorted({t for t in (account.username, account.ig_id, account.ig_user_id,
                                 account.ig_exchange_user_id) if t})
     scrubber = _scrubber(terms)
@@ -207,7 +218,8 @@ def _erase(*, account: Account, code: str, actor: Actor, now: datetime) -> None:
     )
     if scrubber is not None:
         _scrub_events(account=account, scrubber=scrubber)
-        _scrub_alert_deliveries(terms=terms, scrubber=scrubber)
+        _scrub_alert_deliveries(account_id=account.pk, admin_path=admin_path,
+                                scrubber=scrubber)
     account.refresh_from_db()
     event_record(account=account, action="data_deletion", outcome=Event.Outcome.OK,
                  message=f"{ERASED_MESSAGE} Confirmation code {code}.", actor=actor, now=now)
@@ -256,15 +268,105 @@ def _scrub_events(*, account: Account, scrubber: re.Pattern[str]) -> None:
     Event.objects.bulk_update(changed, ["message", "account_label"], batch_size=500)
 
 
-def _scrub_alert_deliveries(*, terms: list[str], scrubber: re.Pattern[str]) -> None:
-    # Alert mails and webhook bodies name the username ("@name"), sent or still queued.
-    mentioning = Q(pk__in=[])
-    for term in terms:
-        mentioning |= Q(body__icontains=term)  # a coarse pre-filter; the pattern decides
+def _scrub_alert_deliveries(*, account_id: int, admin_path: str,
+                            scrubber: re.Pattern[str]) -> None:
+    """Erase the account from the stored alerts (sent or still queued), touching only what
+    is about it: a run's alert names many accounts, and a username such as "null",
+    "2026" or "expired" also occurs as a word elsewhere in it. The formats are those
+    `alerts._queue` and `alerts._body` write."""
+    webhook = f'"account_id":{account_id},'  # json.dumps(separators=(",", ":"))
+    candidates = AlertDelivery.objects.filter(
+        Q(channel=AlertDelivery.Channel.WEBHOOK, body__contains=webhook)
+        | Q(channel=AlertDelivery.Channel.EMAIL, body__contains=admin_path))
     changed = []
-    for delivery in AlertDelivery.objects.filter(mentioning).only("pk", "body"):
-        body = scrubber.sub(ERASED_MARK, delivery.body)
-        if body != delivery.body:
-            delivery.body = body
+    for delivery in candidates.only("pk", "channel", "subject", "body"):
+        if delivery.channel == AlertDelivery.Channel.WEBHOOK:
+            scrubbed = _scrub_webhook_body(delivery.body, account_id=account_id,
+                                           scrubber=scrubber)
+        else:
+            scrubbed = _scrub_mail_body(delivery.body, admin_path=admin_path,
+                                        scrubber=scrubber)
+        if scrubbed is None:
+            continue
+        body, only_notice = scrubbed
+        subject = delivery.subject
+        if only_notice and subject.startswith(SUBJECT_PREFIX):
+            # A lone notice's subject is "<label>: <message>" (alerts._subject), all of it
+            # about this account; any other subject only counts items.
+            subject = SUBJECT_PREFIX + scrubber.sub(ERASED_MARK,
+                                                    subject[len(SUBJECT_PREFIX):])
+        if (body, subject) != (delivery.body, delivery.subject):
+            delivery.body, delivery.subject = body, subject
             changed.append(delivery)
-    AlertDelivery.objects.bulk_update(changed, ["body"], batch_size=500)
+    AlertDelivery.objects.bulk_update(changed, ["body", "subject"], batch_size=500)
+
+
+def _scrub_webhook_body(body: str, *, account_id: int,
+                        scrubber: re.Pattern[str]) -> tuple[str, bool] | None:
+    """The webhook body with the account's items scrubbed (their username replaced, the
+    username and ids taken out of their free text), every other byte as it was; and
+    whether the body is a lone notice of the account. None when it is not a body
+    `alerts._queue` wrote."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        logger.warning("meta data deletion: alert delivery body is not an alerts JSON body; "
+                       "left as it is")
+        return None
+    mine = [item for item in items
+            if isinstance(item, dict) and item.get("account_id") == account_id]
+    for item in mine:
+        if item.get("username"):
+            item["username"] = ERASED_MARK
+        for key in ("message", "last_error"):
+            if isinstance(item.get(key), str):
+                item[key] = scrubber.sub(ERASED_MARK, item[key])
+    only_notice = len(items) == len(mine) == 1 and mine[0].get("kind") == Kind.NOTICE
+    # Serialised as alerts._queue does: the other items come out byte for byte the same.
+    return json.dumps(document, separators=(",", ":")), only_notice
+
+
+# An item's first line in an alert mail ends in ", @<username>" when it has one.
+_MAIL_USERNAME = re.compile(r"(, @)\S+$")
+# An account item's lines that hold no free text (alerts._body).
+_MAIL_FIXED = ("  State: ", "  Token expires: ")
+_MAIL_LAST_ERROR = "  Last error: "
+
+
+def _scrub_mail_body(body: str, *, admin_path: str,
+                     scrubber: re.Pattern[str]) -> tuple[str, bool]:
+    """The alert mail with the account's items scrubbed (the "@username" of their first
+    line, the username and ids in their message and last error), every other line as it
+    was; and whether the mail is a lone notice of the account. An item runs from its
+    "* " line to its "  Admin: " line (alerts._body), which names the account by its
+    admin URL."""
+    lines = body.split("\n")
+    items = mine = 0
+    only_notice = False
+    start: int | None = None
+    for index, line in enumerate(lines):
+        if line.startswith("* "):
+            start = index
+            items += 1
+            continue
+        if start is None or not line.startswith(("  Admin: ", "  Dashboard: ")):
+            continue
+        if line.startswith("  Admin: ") and line.endswith(admin_path):
+            mine += 1
+            lines[start] = _MAIL_USERNAME.sub(rf"\g<1>{ERASED_MARK}", lines[start])
+            for inner in range(start + 1, index):
+                text = lines[inner]
+                if text.startswith(_MAIL_FIXED):
+                    continue
+                if text.startswith(_MAIL_LAST_ERROR):
+                    prefix, text = _MAIL_LAST_ERROR, text[len(_MAIL_LAST_ERROR):]
+                else:
+                    prefix = ""
+                lines[inner] = prefix + scrubber.sub(ERASED_MARK, text)
+            # A notice's second line is its message; an alert's is its state.
+            only_notice = index > start + 1 and not lines[start + 1].startswith("  State: ")
+        start = None
+    return "\n".join(lines), only_notice and items == mine == 1

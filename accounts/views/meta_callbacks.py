@@ -5,9 +5,11 @@ selector reads; these turn the outcome into Meta's JSON or a page."""
 from __future__ import annotations
 
 import logging
+from io import BytesIO
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -23,7 +25,7 @@ from ..models import InstagramApp
 logger = logging.getLogger(__name__)
 
 # The form Meta posts holds one field of at most MAX_SIGNED_REQUEST_CHARS; anything much
-# larger is refused before Django reads it.
+# larger is refused, read no further than one byte past this, whatever the framing.
 MAX_BODY_BYTES = MAX_SIGNED_REQUEST_CHARS + 1024
 
 
@@ -96,6 +98,20 @@ def _app_and_signed_request(request: HttpRequest, app_pk: int) -> tuple[Instagra
     app = selectors.instagram_app_for_callback(app_pk=app_pk)
     if app is None:
         raise _Refused("unknown app.", status=404)
+    values = _form(request).getlist("signed_request")
+    if len(values) > 1:
+        raise _Refused("signed_request is malformed: given more than once.")
+    if not values or not values[0]:
+        raise _Refused("signed_request is missing.")
+    return app, values[0]
+
+
+def _form(request: HttpRequest) -> QueryDict:
+    """The posted form, from at most MAX_BODY_BYTES of body: a larger body is refused
+    whether its size is announced (Content-Length, refused unread) or not (a chunked
+    body under ASGI, which Django would otherwise read up to DATA_UPLOAD_MAX_MEMORY_SIZE,
+    2.5 MB by default). URL-encoded (what Meta sends) or multipart; anything else is an
+    empty form."""
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -103,14 +119,24 @@ def _app_and_signed_request(request: HttpRequest, app_pk: int) -> tuple[Instagra
     if length > MAX_BODY_BYTES:
         raise _Refused("signed_request is too large.")
     try:
-        values = request.POST.getlist("signed_request")
+        body = request.read(MAX_BODY_BYTES + 1)
+    except OSError:  # the caller went away mid-body
+        raise _Refused("the request's body could not be read.") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise _Refused("signed_request is too large.")
+    try:
+        if request.content_type == "application/x-www-form-urlencoded":
+            return QueryDict(body, encoding="utf-8")
+        if request.content_type == "multipart/form-data":
+            # The parser reads as many bytes as Content-Length says: the ones read here.
+            meta = {**request.META, "CONTENT_LENGTH": str(len(body))}
+            form, _files = request.parse_file_upload(meta, BytesIO(body))
+            return form
     except RequestDataTooBig:
         raise _Refused("signed_request is too large.") from None
-    if len(values) > 1:
-        raise _Refused("signed_request is malformed: given more than once.")
-    if not values or not values[0]:
-        raise _Refused("signed_request is missing.")
-    return app, values[0]
+    except (MultiPartParserError, SuspiciousOperation):
+        raise _Refused("signed_request is malformed: the form cannot be read.") from None
+    return QueryDict()
 
 
 def _secret_unreadable(app_pk: int) -> HttpResponse:

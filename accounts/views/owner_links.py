@@ -9,7 +9,7 @@ changes nothing.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
@@ -34,7 +34,12 @@ LINK_PARAM = "link"
 # The browser that opened a link is bound to the OAuth states it started: their hashes, in
 # a signed cookie (django.core.signing), read back when Instagram redirects to the
 # callback. A few at once: an owner may open two links (two accounts) in one browser.
+# The hashes are hex, joined by ".": with the signer's ":" and URL-safe base64, the value
+# stays within RFC 6265's cookie-octets, which browsers and cookie jars keep verbatim
+# (JSON's quotes and commas are not among them: Python's jar quotes and escapes them).
 FLOW_COOKIE = "igregistry_owner_flow"
+FLOW_COOKIE_SEPARATOR = "."
+_STATE_HASH = re.compile(r"[0-9a-f]{64}")  # oauth_state_issue's SHA-256, hex
 FLOW_COOKIE_SALT = "accounts.owner_links.flow"
 FLOW_COOKIE_KEEP = 5
 DONE_SALT = "accounts.owner_links.done"
@@ -119,7 +124,7 @@ def owner_authorize(request: HttpRequest) -> HttpResponse:
         response = HttpResponseRedirect(start.authorize_url)
         hashes = [start.state_hash, *_bound_state_hashes(request)][:FLOW_COOKIE_KEEP]
         response.set_signed_cookie(
-            FLOW_COOKIE, json.dumps(hashes), salt=FLOW_COOKIE_SALT,
+            FLOW_COOKIE, FLOW_COOKIE_SEPARATOR.join(hashes), salt=FLOW_COOKIE_SALT,
             max_age=settings.OAUTH_STATE_TTL_SECONDS, path="/", httponly=True,
             # Lax: sent on Instagram's redirect (a top-level GET), never on cross-site POSTs.
             samesite="Lax", secure=settings.SESSION_COOKIE_SECURE,
@@ -145,11 +150,9 @@ def _bound_state_hashes(request: HttpRequest) -> list[str]:
     forged or older than OAUTH_STATE_TTL_SECONDS)."""
     value = request.get_signed_cookie(FLOW_COOKIE, default=None, salt=FLOW_COOKIE_SALT,
                                       max_age=settings.OAUTH_STATE_TTL_SECONDS)
-    try:
-        hashes = json.loads(value) if value else []
-    except ValueError:
+    if not value:
         return []
-    return [h for h in hashes if isinstance(h, str)] if isinstance(hashes, list) else []
+    return [h for h in value.split(FLOW_COOKIE_SEPARATOR) if _STATE_HASH.fullmatch(h)]
 
 
 @public_page
