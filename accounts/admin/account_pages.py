@@ -82,23 +82,26 @@ class AccountPagesMixin:
         return self._start_authorize(request, account)
 
     def _paste_page(self, request: HttpRequest, account: Account, form: PasteForm,
-                    authorize_url: str | None = None, status: int = 200) -> HttpResponse:
+                    authorize_url: str | None = None, status: int = 200,
+                    advice: str = "") -> HttpResponse:
         return self._page(request, "admin/accounts/account/paste.html", status,
                           title=f"Authorize {account}", account=account, form=form,
-                          authorize_url=authorize_url)
+                          authorize_url=authorize_url, advice=advice)
 
     def paste_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
         form = PasteForm(request.POST or None)
+        advice = ""
         if request.method == "POST" and form.is_valid():
             try:
                 services.oauth_paste(account=account, text=form.cleaned_data["redirected_url"],
                                      user=request.user, now=timezone.now())
             except FlowError as exc:
                 form.add_error(None, exc.message)
+                advice = exc.advice
             else:
                 return self._done(request, account, "authorized")
-        return self._paste_page(request, account, form,
+        return self._paste_page(request, account, form, advice=advice,
                                 status=400 if request.method == "POST" else 200)
 
     # --- owner link (permission: authorize_account) ---
