@@ -46,6 +46,8 @@ class AccountPagesMixin:
                  name="accounts_account_owner_link"),
             path("<int:pk>/take-over-file/", wrap(require_POST(self.take_over_view)),
                  name="accounts_account_take_over_file"),
+            path("<int:pk>/confirm-role/", wrap(require_POST(self.confirm_role_view)),
+                 name="accounts_account_confirm_role"),
             path("<int:pk>/import-token/",
                  wrap(sensitive_post_parameters("access_token")(self.import_view)),
                  name="accounts_account_import"),
@@ -103,6 +105,19 @@ class AccountPagesMixin:
                 return self._done(request, account, "authorized")
         return self._paste_page(request, account, form, advice=advice,
                                 status=400 if request.method == "POST" else 200)
+
+    # --- onboarding: the role at Meta, ticked by staff (permission: authorize_account) ---
+    def confirm_role_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Tick (or untick, `confirmed=0`) the checklist's "tester / role confirmed" step;
+        recorded as an event."""
+        account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
+        confirmed = request.POST.get("confirmed") != "0"
+        services.account_role_confirm(account=account, confirmed=confirmed,
+                                      actor=Actor(user=request.user), now=timezone.now())
+        messages.success(request, f"{account}: role at Meta "
+                         + ("confirmed." if confirmed else "no longer marked as confirmed."))
+        return HttpResponseRedirect(
+            reverse("admin:accounts_account_change", args=[pk]) + "#onboarding")
 
     # --- owner link (permission: authorize_account) ---
     def owner_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:

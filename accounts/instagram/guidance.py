@@ -48,9 +48,9 @@ REDIRECT_MISMATCH = Guidance(
 INVALID_PLATFORM_APP = Guidance(
     "invalid_platform_app",
     "Instagram does not know this app ID for this API: copy the Instagram app ID from Meta's "
-    "dashboard (not the Facebook app ID) into the app here, check that its API flavour "
-    "matches the product added at Meta, then authorize again.",
-    permanent=True, reauth=True,
+    "dashboard (not the Facebook app ID) into the app here, and check that its API flavour "
+    "matches the product added at Meta and that the app is not disabled there.",
+    permanent=True,
 )
 INVALID_SECRET = Guidance(
     "invalid_secret",

@@ -52,6 +52,15 @@ from .meta_callbacks import (  # noqa: F401  (re-exported: every read is selecto
     instagram_app_for_callback,
     meta_callback_urls,
 )
+from .onboarding import (  # noqa: F401  (the onboarding reads, re-exported)
+    MetaSetup,
+    OnboardingStep,
+    account_onboarding,
+    account_role_confirmation,
+    callback_url,
+    meta_dashboard_url,
+    meta_setup,
+)
 from .owner_links import (  # noqa: F401  (the owner links' reads, re-exported)
     OwnerLinkState,
     oauth_state_of_owner_link,
