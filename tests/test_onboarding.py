@@ -141,6 +141,19 @@ def test_a_retired_basic_display_refresh_is_flagged_once_and_not_retried(fake, d
                                      now=timezone.now()) is None
 
 
+def test_the_alert_of_a_retired_api_carries_its_guidance(fake, db, settings, mailoutbox):
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    app = make_app(fake, "basic_display")
+    active_account(fake, app, "Old feed")
+    fake.inject(REFRESH, graph_error(100, message="Unsupported request - method type: get"))
+    sweep_and_refresh()
+    services.alerts_dispatch(now=timezone.now())
+    assert len(mailoutbox) == 1
+    body = mailoutbox[0].body
+    assert "Old feed" in body and "shut down on 2024-12-04" in body
+    assert "move this account to it and authorize again" in body
+
+
 def test_an_app_problem_holds_the_refresh_until_staff_refresh_by_hand(fake, login_app):
     account = active_account(fake, login_app, "Shop feed")
     fake.inject(REFRESH, graph_error(100, message="Invalid platform app"))
@@ -148,6 +161,7 @@ def test_an_app_problem_holds_the_refresh_until_staff_refresh_by_hand(fake, logi
     account.refresh_from_db()
     assert account.status == Account.Status.ERROR  # the token may be fine: the app is not
     assert "Instagram app ID from Meta's dashboard" in account.last_error
+    assert "use Refresh token now" in account.last_error
     assert sweep_and_refresh() == []
     assert len(fake.calls(REFRESH)) == 1
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from ..instagram import BASIC_DISPLAY_SHUTDOWN, Flavour, guidance_for
 from ..instagram.guidance import EXAMPLES, TESTER_INVITES_URL, Guidance
 from ..models import Account, Event, InstagramApp, Token
+from ..timeutil import utc_text
 from .meta_callbacks import meta_callback_urls
 
 META_APPS_URL = "https://developers.facebook.com/apps/"
@@ -169,7 +170,7 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
             "an accepted Instagram tester of the app")
     if ticked:
         who = tick.actor_user.get_username() if tick.actor_user else (tick.actor_job or "staff")
-        detail = f"Confirmed by {who} on {tick.created_at:%Y-%m-%d %H:%M} UTC: {need}."
+        detail = f"Confirmed by {who} on {utc_text(tick.created_at)}: {need}."
     elif authorized:
         detail = f"Shown by the authorization: {need}."
     else:

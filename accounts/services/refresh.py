@@ -560,8 +560,8 @@ def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
     if guidance is not None and guidance.permanent:
         # No retry can fix it: every sweep would ask again, forever. Flagged once, held.
         message = (f"Refresh failed: {_sentence(failure_text(exc))}{advice} The sweep no "
-                   f"longer retries it; once this is fixed, authorize again"
-                   + ("." if guidance.reauth else " or use Refresh token now."))
+                   f"longer retries it" + ("." if guidance.reauth else
+                                           ": once this is fixed, use Refresh token now."))
         Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1,
                                                  refresh_held_since=now)
         status = Account.Status.NEEDS_REAUTH if guidance.reauth else Account.Status.ERROR
