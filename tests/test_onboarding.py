@@ -481,3 +481,9 @@ def test_role_confirmation_is_idempotent(login_account):
     services.account_role_confirm(account=login_account, confirmed=False, actor=ACTOR, now=now)
     assert selectors.account_role_confirmation(account=login_account).action == \
         "role_unconfirmed"
+
+
+def test_the_add_page_shows_the_redirect_uri_to_register(admin_client, db):
+    html = admin_client.get(reverse("admin:accounts_instagramapp_add")).content.decode()
+    assert f'value="{selectors.callback_url()}"' in html
+    assert "Deauthorize callback URL" not in html  # it names the app's id: after saving

@@ -311,7 +311,7 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
         # Temporary, or a refusal that may not last (an unexpected status, a 4xx that is
         # not about the token): the short-lived token Instagram issued is kept.
         message = (
-            f"The swap for a long-lived token did not complete "
+            f"Instagram did not complete the swap for a long-lived token "
             f"({instagram.failure_text(exc)}). The short-lived token is kept: the registry "
             f"tries again until the short-lived token expires at "
             f"{utc_text(pending.expires_at)}; if Instagram keeps refusing, authorize again."
