@@ -39,7 +39,8 @@ class InstagramAppForm(forms.ModelForm):
 
     class Meta:
         model = InstagramApp
-        fields = ["name", "flavour", "app_id", "app_secret", "redirect_uri", "scopes"]
+        fields = ["name", "flavour", "app_id", "meta_app_id", "app_secret", "redirect_uri",
+                  "scopes"]
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from .crypto import EncryptedTextField
-from .instagram import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
+from .instagram import DEFAULT_SCOPES, Flavour, scopes_check
 
 # \d would also take other scripts' digits ("١٢٣"); ids are ASCII digits.
 digits_only = RegexValidator(r"\A[0-9]+\Z", "Digits only.")
@@ -72,7 +72,15 @@ class InstagramApp(models.Model):
     scopes = models.CharField(
         max_length=300,
         blank=True,
-        help_text="Comma-separated. Blank: the flavour's default.",
+        help_text="Comma-separated. Blank: the flavour's default. A scope the registry does "
+        "not know is saved with a warning; retired names are refused.",
+    )
+    # Only for links into Meta's dashboard (developers.facebook.com/apps/<id>/): with
+    # Instagram Login the Meta app's id differs from the Instagram app ID above.
+    meta_app_id = models.CharField(
+        "Meta app ID", max_length=32, blank=True, validators=[digits_only],
+        help_text="The id in the app's address at developers.facebook.com/apps/…/ (it can "
+        "differ from the Instagram app ID). Only used for links; blank: the Instagram app ID.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -96,11 +104,12 @@ class InstagramApp(models.Model):
     def clean(self) -> None:
         if self.flavour not in Flavour._value2member_map_:
             return  # the field's own choices validation reports it
-        unknown = set(self.scope_list()) - ALLOWED_SCOPES[self.flavour_enum]
-        if unknown:
-            raise ValidationError(
-                {"scopes": f"Not scopes of this API flavour: {', '.join(sorted(unknown))}."}
-            )
+        # A scope the registry does not know may be new at Meta: the admin warns about it
+        # (`scopes_check(...).unknown`) but saves. Names that never work are refused.
+        refused = scopes_check(self.flavour_enum, self.scope_list()).refused
+        if refused:
+            raise ValidationError({"scopes": " ".join(
+                f"{name}: {why}." for name, why in refused.items())})
 
 
 class Account(models.Model):
@@ -211,9 +220,15 @@ class Token(models.Model):
     expires_at = models.DateTimeField()
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
     permissions = models.JSONField(default=list, blank=True)
+    # Instagram's answer named no permissions: `permissions` holds the requested scopes.
+    permissions_requested = models.BooleanField(default=False)
     # Back-off after a temporary refresh failure: no attempt before this time.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     refresh_failures = models.PositiveIntegerField(default=0)
+    # A refresh failed in a way no retry can fix (a retired API, an app Meta does not
+    # know, a missing role): the sweep leaves the token alone from then on, until staff
+    # act (Refresh now, a new authorization or import).
+    refresh_held_since = models.DateTimeField(null=True, blank=True)
     # When a refresh task for this token was due to start (the sweep's enqueue time plus
     # its countdown, or a retry's). Cleared by the attempt: a value well in the past means
     # no worker is taking refreshes off the queue (worker liveness in /healthz).
@@ -243,6 +258,7 @@ class PendingToken(models.Model):
     value = EncryptedTextField()
     expires_at = models.DateTimeField()
     permissions = models.JSONField(default=list, blank=True)
+    permissions_requested = models.BooleanField(default=False)
     # The code exchange's `user_id`, stored with the token at the swap.
     exchange_user_id = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField()

@@ -46,6 +46,8 @@ class AccountPagesMixin:
                  name="accounts_account_owner_link"),
             path("<int:pk>/take-over-file/", wrap(require_POST(self.take_over_view)),
                  name="accounts_account_take_over_file"),
+            path("<int:pk>/confirm-role/", wrap(require_POST(self.confirm_role_view)),
+                 name="accounts_account_confirm_role"),
             path("<int:pk>/import-token/",
                  wrap(sensitive_post_parameters("access_token")(self.import_view)),
                  name="accounts_account_import"),
@@ -82,24 +84,40 @@ class AccountPagesMixin:
         return self._start_authorize(request, account)
 
     def _paste_page(self, request: HttpRequest, account: Account, form: PasteForm,
-                    authorize_url: str | None = None, status: int = 200) -> HttpResponse:
+                    authorize_url: str | None = None, status: int = 200,
+                    advice: str = "") -> HttpResponse:
         return self._page(request, "admin/accounts/account/paste.html", status,
                           title=f"Authorize {account}", account=account, form=form,
-                          authorize_url=authorize_url)
+                          authorize_url=authorize_url, advice=advice)
 
     def paste_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
         form = PasteForm(request.POST or None)
+        advice = ""
         if request.method == "POST" and form.is_valid():
             try:
                 services.oauth_paste(account=account, text=form.cleaned_data["redirected_url"],
                                      user=request.user, now=timezone.now())
             except FlowError as exc:
                 form.add_error(None, exc.message)
+                advice = exc.advice
             else:
                 return self._done(request, account, "authorized")
-        return self._paste_page(request, account, form,
+        return self._paste_page(request, account, form, advice=advice,
                                 status=400 if request.method == "POST" else 200)
+
+    # --- onboarding: the role at Meta, ticked by staff (permission: authorize_account) ---
+    def confirm_role_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Tick (or untick, `confirmed=0`) the checklist's "tester / role confirmed" step;
+        recorded as an event."""
+        account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
+        confirmed = request.POST.get("confirmed") != "0"
+        services.account_role_confirm(account=account, confirmed=confirmed,
+                                      actor=Actor(user=request.user), now=timezone.now())
+        messages.success(request, f"{account}: role at Meta "
+                         + ("confirmed." if confirmed else "no longer marked as confirmed."))
+        return HttpResponseRedirect(
+            reverse("admin:accounts_account_change", args=[pk]) + "#onboarding")
 
     # --- owner link (permission: authorize_account) ---
     def owner_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from .. import selectors, services
 from ..crypto import DecryptionError, decrypt
 from ..forms import AccountForm
-from ..instagram import mask
+from ..instagram import guidance_for, mask
 from ..models import Account
 from ..selectors import FileState
 from ..services import Actor
@@ -39,12 +39,12 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
                                    "file_name", "file_health", "file_written_at",
                                    "file_error"]}),
         ("Instagram", {"fields": ["username", "ig_id", "ig_user_id", "ig_exchange_user_id",
-                                  "status", "last_error"]}),
+                                  "status", "last_error_guided"]}),
         ("Token", {"fields": ["token_hint", "token_kind", "obtained_at", "expires_at",
                               "last_refreshed_at", "permissions"]}),
     ]
     readonly_fields = [
-        "username", "ig_id", "ig_user_id", "ig_exchange_user_id", "status", "last_error",
+        "username", "ig_id", "ig_user_id", "ig_exchange_user_id", "status", "last_error_guided",
         "file_written_at", "file_error",
         "file_name", "file_health",
         "token_hint", "token_kind", "obtained_at", "expires_at", "last_refreshed_at",
@@ -122,7 +122,22 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     @admin.display(description="permissions")
     def permissions(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return ", ".join(token.permissions) if token and token.permissions else "—"
+        if not token or not token.permissions:
+            return "—"
+        if token.permissions_requested:
+            return f"{', '.join(token.permissions)} (requested; Instagram did not say)"
+        return ", ".join(token.permissions)
+
+    @admin.display(description="last error")
+    def last_error_guided(self, obj: Account) -> str:
+        """The last error, followed by what to do when it is a known one of Meta's and
+        the text does not say it yet (errors recorded before the guidance existed)."""
+        if not obj.last_error:
+            return "—"
+        guidance = guidance_for(obj.last_error, flavour=obj.app.flavour)
+        if guidance is None or guidance.advice in obj.last_error:
+            return obj.last_error
+        return f"{obj.last_error} What to do: {guidance.advice}"
 
     @admin.display(description="token file")
     def file_state(self, obj: Account) -> str:
@@ -170,7 +185,12 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "may": self.permissions_of(request)}
-        account = Account.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        account = (Account.objects.select_related("app").defer("app__app_secret")
+                   .filter(pk=object_id).first() if object_id.isdigit() else None)
+        if account is not None:
+            steps = selectors.account_onboarding(account=account)
+            extra_context["onboarding"] = steps
+            extra_context["onboarding_open"] = sum(not step.done for step in steps)
         if account is not None and account.file_state == FileState.NAME_TAKEN:
             name = selectors.token_file_name(account=account)
             extra_context["file_blocker"] = selectors.token_file_blocker(account=account,

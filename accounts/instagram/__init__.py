@@ -5,7 +5,8 @@
 - `errors`: Instagram's refusals as exceptions (TokenInvalid, RateLimited, Transient,
   MalformedAnswer, InstagramError);
 - `usage`: bounded JSON and the usage headers; `callback`: the redirect and pasted URLs;
-- `redaction`: secrets masked in text and logs; `flavours`: the two API flavours;
+- `redaction`: secrets masked in text and logs; `flavours`: the two API flavours and
+  their scopes; `guidance`: Meta's error messages turned into what staff should do;
 - `signed_request`: Meta's signed callbacks (deauthorize, data deletion), verified.
 
 Everything above it deals in these results and exceptions, never in HTTP. Secrets never
@@ -16,8 +17,23 @@ shared/instagram-api.md.
 from .answers import LongLivedToken, Profile, ShortLivedToken
 from .callback import CallbackParams, clean_code, parse_callback, parse_pasted
 from .client import InstagramClient
-from .errors import InstagramError, MalformedAnswer, RateLimited, TokenInvalid, Transient
-from .flavours import ALLOWED_SCOPES, DEFAULT_SCOPES, Flavour
+from .errors import (
+    InstagramError,
+    MalformedAnswer,
+    RateLimited,
+    TokenInvalid,
+    Transient,
+    Unreachable,
+)
+from .flavours import (
+    ALLOWED_SCOPES,
+    BASIC_DISPLAY_SHUTDOWN,
+    DEFAULT_SCOPES,
+    Flavour,
+    ScopeCheck,
+    scopes_check,
+)
+from .guidance import Guidance, explain, failure_text, guidance_for, guidance_for_error
 from .redaction import RedactSecretsFilter, mask, redact_secrets
 from .signed_request import (
     SignedRequest,
@@ -29,9 +45,11 @@ from .usage import Usage
 
 __all__ = [
     "ALLOWED_SCOPES",
+    "BASIC_DISPLAY_SHUTDOWN",
     "DEFAULT_SCOPES",
     "CallbackParams",
     "Flavour",
+    "Guidance",
     "InstagramClient",
     "InstagramError",
     "LongLivedToken",
@@ -39,17 +57,24 @@ __all__ = [
     "Profile",
     "RateLimited",
     "RedactSecretsFilter",
+    "ScopeCheck",
     "ShortLivedToken",
     "SignedRequest",
     "SignedRequestInvalid",
     "TokenInvalid",
     "Transient",
+    "Unreachable",
     "Usage",
     "clean_code",
+    "explain",
+    "failure_text",
+    "guidance_for",
+    "guidance_for_error",
     "mask",
     "parse_callback",
     "parse_pasted",
     "redact_secrets",
+    "scopes_check",
     "signed_request_parse",
     "signed_request_sign",
 ]

@@ -22,7 +22,11 @@ MESSAGE_CHARS = 300
 
 
 class InstagramError(Exception):
-    """Instagram refused the request or answered something unusable."""
+    """Instagram refused the request or answered something unusable. `ours` is True on
+    the subclasses the registry raises for its own failures on the same path (a stored
+    token no key decrypts): they are worded "the registry failed", not as a refusal."""
+
+    ours = False
 
     def __init__(
         self,
@@ -63,6 +67,11 @@ class RateLimited(InstagramError):
 
 class Transient(InstagramError):
     """A temporary failure (network, timeout, deadline, 5xx): worth retrying."""
+
+
+class Unreachable(Transient):
+    """No answer came: the connection failed, timed out or outlasted the deadline. Said to
+    staff as "could not reach Instagram", not as a refusal."""
 
 
 class MalformedAnswer(Transient):

@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .errors import InstagramError, Transient, error_from
+from .errors import InstagramError, Transient, Unreachable, error_from
 from .usage import MAX_BODY_BYTES, Usage, loads_bounded
 
 
@@ -174,7 +174,7 @@ class Transport:
             except _TooBig:
                 failure = Transient(f"Instagram's answer to {endpoint} was too large.")
             except requests.RequestException as exc:
-                failure = Transient(
+                failure = Unreachable(
                     f"Instagram gave no complete answer to {endpoint} within "
                     f"{self.deadline:g} s." if watch.expired else
                     f"Instagram did not answer {endpoint} in time." if isinstance(
@@ -184,7 +184,7 @@ class Transport:
             finally:
                 _current.reset(token)
         if failure is None and watch.expired:
-            failure = Transient(f"Instagram gave no complete answer to {endpoint} within "
+            failure = Unreachable(f"Instagram gave no complete answer to {endpoint} within "
                                 f"{self.deadline:g} s.")
         if failure is not None:
             # Raised outside the except block so that neither __cause__ nor __context__

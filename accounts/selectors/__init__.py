@@ -53,6 +53,15 @@ from .meta_callbacks import (  # noqa: F401  (re-exported: every read is selecto
     instagram_app_for_callback,
     meta_callback_urls,
 )
+from .onboarding import (  # noqa: F401  (the onboarding reads, re-exported)
+    MetaSetup,
+    OnboardingStep,
+    account_onboarding,
+    account_role_confirmation,
+    callback_url,
+    meta_dashboard_url,
+    meta_setup,
+)
 from .owner_links import (  # noqa: F401  (the owner links' reads, re-exported)
     OwnerLinkState,
     oauth_state_of_owner_link,
@@ -226,11 +235,12 @@ def tokens_due_pages(*, now: datetime, size: int) -> Iterator[list[int]]:
 
 def tokens_due(*, now: datetime, claim: str = "") -> QuerySet[Token]:
     """Refreshable tokens whose remaining life fell under the threshold and that are not
-    backing off after a temporary failure; soonest expiry first (expires_at index)."""
+    backing off after a temporary failure, nor held after a failure no retry can fix
+    (staff's *Refresh now* still tries those); soonest expiry first (expires_at index)."""
     threshold = timedelta(days=settings.REFRESH_THRESHOLD_DAYS)
     return (
         tokens_refreshable(now=now, claim=claim)
-        .filter(expires_at__lte=now + threshold)
+        .filter(expires_at__lte=now + threshold, refresh_held_since__isnull=True)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .order_by("expires_at")
     )
@@ -707,9 +717,12 @@ def next_refresh_at(*, account: Account, now: datetime,
                     paused_until: datetime | None = None) -> datetime | None:
     """When the sweep will next try to refresh the account's token (UTC), or None when it
     never will on its own: no long-lived token, expired, or the account waits for its
-    owner (needs re-authorization, never authorized)."""
+    owner (needs re-authorization, never authorized) or for staff (a refresh failure no
+    retry can fix)."""
     token: Token | None = getattr(account, "token", None)
     if token is None or token.kind != Token.Kind.LONG or token.expires_at <= now:
+        return None
+    if token.refresh_held_since is not None:
         return None
     if account.status not in (Account.Status.ACTIVE, Account.Status.ERROR):
         return None

@@ -38,6 +38,7 @@ from .oauth import (
     oauth_state_consume,
     oauth_state_issue,
 )
+from .onboarding import account_role_confirm
 from .owner_links import (
     OwnerFlowFailed,
     OwnerFlowStart,
@@ -109,6 +110,7 @@ __all__ = [
     "account_verify",
     "event_record",
     "instagram_client",
+    "account_role_confirm",
     "oauth_callback",
     "oauth_complete",
     "oauth_paste",

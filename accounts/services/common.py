@@ -25,12 +25,20 @@ ASSUMED_EXPIRY_NOTE = (" Instagram's answer gave no usable expiry: the documente
 
 
 class FlowError(Exception):
-    """A step the staff user asked for could not be done; `message` says why (no secrets)."""
+    """A step the staff user asked for could not be done; `message` says why (no secrets),
+    `advice` what to do about it when the failure is a known one (`instagram.guidance`)."""
 
-    def __init__(self, message: str, *, account: Account | None = None) -> None:
+    def __init__(self, message: str, *, account: Account | None = None,
+                 advice: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.account = account
+        self.advice = advice
+
+    @property
+    def full_text(self) -> str:
+        """The message followed by the advice (for events, alerts, one-line reports)."""
+        return f"{self.message} {self.advice}" if self.advice else self.message
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 SHORT_LIVED_LIFETIME = timedelta(hours=1)
 
 
+def _advice(exc: Exception, flavour: str | None = None) -> str:
+    """What to do about this failure, when it is a known one (`instagram.guidance`)."""
+    guidance = instagram.guidance_for_error(exc, flavour=flavour)
+    return guidance.advice if guidance else ""
+
+
 def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
@@ -187,13 +193,16 @@ def _oauth_finish(
 ) -> Account:
     if callback.error:
         reason = callback.error_description or callback.error
+        said = f"{callback.error}: {reason}"
+        guidance = instagram.guidance_for(said, flavour=account.app.flavour)
+        advice = guidance.advice if guidance else ""
         event_record(
             account=account, action="authorize", outcome=Event.Outcome.DENIED,
-            message=f"Instagram answered {callback.error}: {reason}", actor=actor, now=now,
+            message=f"Instagram answered {said}", actor=actor, now=now,
         )
         raise FlowError(
-            f"Authorization was not granted ({callback.error}: {reason}). Nothing was stored.",
-            account=account,
+            f"Authorization was not granted ({said}). Nothing was stored.",
+            account=account, advice=advice,
         )
     if not callback.code:
         raise FlowError("The answer from Instagram carried no code.", account=account)
@@ -213,19 +222,26 @@ def oauth_complete(*, account: Account, code: str, actor: Actor, now: datetime) 
             code=code,
         )
     except InstagramError as exc:
+        # Worded by what it was: no answer, an unusable one, or Instagram's refusal.
+        failure = f"The code exchange failed: {instagram.failure_text(exc)}."
+        advice = _advice(exc, app.flavour)
         event_record(
             account=account, action="authorize", outcome=Event.Outcome.FAILED,
-            message=str(exc), actor=actor, now=now,
+            message=f"{failure} {advice}".strip(), actor=actor, now=now,
         )
-        raise FlowError(f"Instagram refused the authorization: {exc}", account=account) from None
+        raise FlowError(f"{failure} Nothing was stored.", account=account,
+                        advice=advice) from None
     # The code is spent: from here on the short-lived token is all there is, so it is kept
-    # and a sweep can finish the swap within its hour if this request dies.
+    # and a sweep can finish the swap within its hour if this request dies. When Instagram
+    # names no permissions, the scopes asked for are recorded, marked as such.
+    requested = not short.permissions
     PendingToken.objects.update_or_create(
         account=account,
         defaults={
             "value": short.access_token,
             "expires_at": now + SHORT_LIVED_LIFETIME,
-            "permissions": list(short.permissions),
+            "permissions": list(short.permissions or app.scope_list()),
+            "permissions_requested": requested,
             "exchange_user_id": short.user_id,
             "created_at": now,
         },
@@ -286,28 +302,31 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
     except TokenInvalid as exc:
         # The short-lived token itself is dead: nothing is left to try again with.
         pending.delete()
+        failure = f"The swap for a long-lived token failed: {instagram.failure_text(exc)}."
+        advice = _advice(exc, app.flavour)
         event_record(account=account, action="authorize", outcome=Event.Outcome.FAILED,
-                     message=str(exc), actor=actor, now=now)
-        return FlowError(f"Instagram refused the authorization: {exc}. Nothing was stored.",
-                         account=account)
+                     message=f"{failure} {advice}".strip(), actor=actor, now=now)
+        return FlowError(f"{failure} Nothing was stored.", account=account, advice=advice)
     except InstagramError as exc:
         # Temporary, or a refusal that may not last (an unexpected status, a 4xx that is
         # not about the token): the short-lived token Instagram issued is kept.
         message = (
-            f"Instagram did not complete the swap for a long-lived token ({exc}). The "
-            f"short-lived token is kept: the registry tries again until the short-lived token "
-            f"expires at {utc_text(pending.expires_at)}; if Instagram keeps refusing, "
-            f"authorize again."
+            f"Instagram did not complete the swap for a long-lived token "
+            f"({instagram.failure_text(exc)}). The short-lived token is kept: the registry "
+            f"tries again until the short-lived token expires at "
+            f"{utc_text(pending.expires_at)}; if Instagram keeps refusing, authorize again."
         )
+        advice = _advice(exc, app.flavour)
         event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
-                     message=message, actor=actor, now=now)
-        return FlowError(message, account=account)
+                     message=f"{message} {advice}".strip(), actor=actor, now=now)
+        return FlowError(message, account=account, advice=advice)
     except DatabaseError:
         raise
     except Exception as exc:  # a bug of ours must not lose the short-lived token either
         logger.exception("swap for account %s failed", account.pk)
-        message = (f"The swap failed ({type(exc).__name__}); the short-lived token is kept "
-                   f"and the registry tries again until {utc_text(pending.expires_at)}.")
+        message = (f"The swap did not complete (the registry failed: "
+                   f"{type(exc).__name__}); the short-lived token is kept and the registry "
+                   f"tries again until {utc_text(pending.expires_at)}.")
         event_record(account=account, action="swap", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
         return FlowError(message, account=account)
@@ -320,6 +339,7 @@ def _swap_and_store(*, pending: PendingToken, actor: Actor, now: datetime) -> Fl
             obtained_at=now,
             expires_at=now + timedelta(seconds=long.expires_in),
             permissions=list(pending.permissions),
+            permissions_requested=pending.permissions_requested,
             profile=profile,
             action="authorize",
             actor=actor,

@@ -38,8 +38,10 @@ from ..instagram import (
     TokenInvalid,
     Transient,
     Usage,
+    failure_text,
+    guidance_for_error,
 )
-from ..models import Account, Event, PendingToken, SweepState, Token
+from ..models import Account, Event, InstagramApp, PendingToken, SweepState, Token
 from ..timeutil import utc_text
 from .common import (
     ASSUMED_EXPIRY_NOTE,
@@ -421,7 +423,7 @@ class _ChunkRun:
             try:
                 token.value = decrypt(token.stored_value)
             except DecryptionError:
-                self._failed(token, InstagramError(
+                self._failed(token, _RegistryFailed(
                     "the stored token cannot be decrypted with any key in ENCRYPTION_KEYS "
                     "(restore the key that encrypted it, or authorize the account again)"),
                     results)
@@ -499,18 +501,39 @@ def _call_refresh(value: str) -> LongLivedToken:
         raise
     except Exception as exc:
         logger.exception("refresh: unexpected error")
-        raise Transient(f"the registry could not read Instagram's answer "
-                        f"({type(exc).__name__})") from None
+        raise _RegistryTransient(f"the registry could not read Instagram's answer "
+                                 f"({type(exc).__name__})") from None
+
+
+class _RegistryFailed(InstagramError):
+    """Our own failure on the refresh's path (a value no key decrypts): an error."""
+
+    ours = True
+
+
+class _RegistryTransient(Transient):
+    """Our own failure around the call (a bug): backed off and retried like a temporary
+    one, and worded as ours."""
+
+    ours = True
 
 
 def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
                     now: datetime) -> RefreshResult:
     """Record a refresh Instagram (or the stored value) refused: a dead token moves the
-    account to "needs re-authorization"; a temporary failure backs off; anything else is
-    an error the next sweep retries."""
+    account to "needs re-authorization"; a temporary failure backs off; a failure no retry
+    can fix (`guidance`: a retired API, an app Meta does not know, a missing role) flags
+    the account once, with what to do, and holds the token until staff act; anything else
+    is an error the next sweep retries."""
     account = token.account
+    # The flavour alone: the app row also holds the secret, which need not be decrypted.
+    flavour = InstagramApp.objects.filter(pk=account.app_id).values_list(
+        "flavour", flat=True).first()
+    guidance = guidance_for_error(exc, flavour=flavour)
+    advice = f" {guidance.advice}" if guidance else ""
     if isinstance(exc, TokenInvalid):
-        message = f"Instagram no longer accepts the token ({exc}): the owner must authorize again."
+        message = (f"Instagram no longer accepts the token ({exc}): the owner must authorize "
+                   f"again.{advice}")
         Account.objects.filter(pk=account.pk).update(
             status=Account.Status.NEEDS_REAUTH, last_error=message
         )
@@ -525,7 +548,8 @@ def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
         Token.objects.filter(pk=token.pk).update(
             refresh_failures=failures, next_attempt_at=now + timedelta(seconds=delay)
         )
-        message = f"Temporary failure, attempt {failures}: {_sentence(exc)} Next try in {delay} s."
+        message = (f"Temporary failure, attempt {failures}: {_sentence(failure_text(exc))} "
+                   f"Next try in {delay} s.")
         Account.objects.filter(pk=account.pk).update(last_error=message)
         event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
@@ -533,7 +557,21 @@ def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
                      retry_after=delay)
         return RefreshResult(Outcome.DEFERRED if deferred else Outcome.RETRY, retry_in=delay,
                              message=message)
-    message = f"Refresh failed: {_sentence(exc)} The next sweep tries again."
+    if guidance is not None and guidance.permanent:
+        # No retry can fix it: every sweep would ask again, forever. Flagged once, held.
+        message = (f"Refresh failed: {_sentence(failure_text(exc))}{advice} The sweep no "
+                   f"longer retries it" + ("." if guidance.reauth else
+                                           ": once this is fixed, use Refresh token now."))
+        Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1,
+                                                 refresh_held_since=now)
+        status = Account.Status.NEEDS_REAUTH if guidance.reauth else Account.Status.ERROR
+        Account.objects.filter(pk=account.pk).update(status=status, last_error=message)
+        event_record(account=account, action="refresh", outcome=Event.Outcome.FAILED,
+                     message=message, actor=actor, now=now)
+        return RefreshResult(Outcome.NEEDS_REAUTH if guidance.reauth else Outcome.FAILED,
+                             message=message)
+    message = (f"Refresh failed: {_sentence(failure_text(exc))}{advice} The next sweep "
+               f"tries again.")
     Token.objects.filter(pk=token.pk).update(refresh_failures=F("refresh_failures") + 1)
     Account.objects.filter(pk=account.pk).update(
         status=Account.Status.ERROR, last_error=message
@@ -555,6 +593,7 @@ def _store_refreshed(*, refreshed: list[tuple[Token, LongLivedToken]], actor: Ac
         token.last_refreshed_at = now
         token.refresh_failures = 0
         token.next_attempt_at = None
+        token.refresh_held_since = None
         note = ASSUMED_EXPIRY_NOTE if fresh.expiry_assumed else ""
         events.append(EventEntry(account=token.account, action="refresh",
                                  outcome=Event.Outcome.OK,
@@ -562,7 +601,7 @@ def _store_refreshed(*, refreshed: list[tuple[Token, LongLivedToken]], actor: Ac
     _tokens_save(
         [token for token, _ in refreshed],
         ("value", "obtained_at", "expires_at", "last_refreshed_at", "refresh_failures",
-         "next_attempt_at", "refresh_queued_for"),
+         "next_attempt_at", "refresh_queued_for", "refresh_held_since"),
     )
     Account.objects.filter(pk__in=[token.account_id for token, _ in refreshed]).update(
         status=Account.Status.ACTIVE, last_error=""

@@ -40,6 +40,7 @@ def token_store(
     now: datetime,
     expiry_assumed: bool = False,
     exchange_user_id: str = "",
+    permissions_requested: bool = False,
 ) -> Token:
     """Store a token for the account after checking that it belongs to the right
     Instagram user (`accounts.identity`: any id the account and the answer share);
@@ -47,7 +48,9 @@ def token_store(
     the app holds one of the answer's ids. Stores each id in its own field, keeping those
     the answer did not carry. `exchange_user_id`: the code exchange's `user_id`, when the
     token came from one. `expiry_assumed`: Instagram gave no expiry and 60 days were
-    assumed (said in the event)."""
+    assumed (said in the event). `permissions_requested`: Instagram named no permissions,
+    `permissions` are the scopes asked for. A token stored ends any hold on its refreshes
+    (`refresh_held_since`)."""
     token = None
     answered = _answered_ids(profile, exchange_user_id)
     with transaction.atomic():
@@ -74,7 +77,10 @@ def token_store(
                     "last_refreshed_at": None,
                     "next_attempt_at": None,
                     "refresh_failures": 0,
-                    **({"permissions": permissions} if permissions is not None else {}),
+                    "refresh_held_since": None,
+                    **({"permissions": permissions,
+                        "permissions_requested": permissions_requested}
+                       if permissions is not None else {}),
                 },
             )
             event_record(

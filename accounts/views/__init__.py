@@ -44,13 +44,13 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     # Checked now, not only when the flow started: a permission withdrawn meanwhile holds.
     # (The state is bound to the user who started the flow, so this is that user.)
     if not request.user.has_perm("accounts.authorize_account"):
-        return _error(request, "You may no longer authorize accounts: nothing was stored. "
-                      "Ask an administrator for the operators role.", status=403)
+        return _error(request, "You may no longer authorize accounts: nothing was stored.",
+                      advice="Ask an administrator for the operators role.", status=403)
     try:
         account = services.oauth_callback(params=request.GET, user=request.user,
                                           now=timezone.now())
     except FlowError as exc:
-        return _error(request, exc.message, account=exc.account)
+        return _error(request, exc.message, account=exc.account, advice=exc.advice)
     summary = selectors.account_summary(account_id=account.pk, verb="authorized")
     # A token the website cannot read yet is not a success.
     messages.add_message(request, messages.SUCCESS if summary.file_ok else messages.WARNING,
@@ -58,10 +58,21 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
 
 
-def _error(request: HttpRequest, message: str, *, account=None, status: int = 400) -> HttpResponse:  # noqa: ANN001
-    return render(request, "accounts/oauth_error.html",
-                  {"message": message, "account": account, "title": "Authorization failed"},
-                  status=status)
+def _error(request: HttpRequest, message: str, *, account=None, advice: str = "",  # noqa: ANN001
+           status: int = 400) -> HttpResponse:
+    """The callback's refusal, inside the admin's frame (site header, user menu): what went
+    wrong, that nothing was stored (said once), what to do, and the way back."""
+    context = {
+        **admin.site.each_context(request),
+        "title": "Authorization failed",
+        "message": message,
+        "advice": advice,
+        # The message may say it already, or say that something was kept (the swap).
+        "say_nothing_stored": not any(words in message.lower()
+                                      for words in ("nothing was stored", "is kept")),
+        "account": account,
+    }
+    return render(request, "accounts/oauth_error.html", context, status=status)
 
 
 @never_cache

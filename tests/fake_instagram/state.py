@@ -32,6 +32,7 @@ INSTAGRAM_LOGIN_SCOPES = frozenset(
         "instagram_business_manage_messages",
         "instagram_business_manage_comments",
         "instagram_business_content_publish",
+        "instagram_business_manage_insights",
     }
 )
 EXCHANGE_SHAPES = ("flat", "permissions", "data")
