@@ -15,12 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Page, Paginator
 from django.http import QueryDict
 from django.urls import reverse
-from django.utils.timesince import timesince, timeuntil
-from django.utils.timezone import localtime
 
 from . import selectors
 from .models import Account, InstagramApp
 from .selectors import State
+from .timeutil import days_text, local_text
 
 PAGE_SIZE = 50
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 160, 24
@@ -40,7 +39,7 @@ class Row:
     file_state: str
     file_name: str
     # Made here rather than by template tags and filters, 50 times a page: the links, and
-    # the times as the page shows them (local time, "Y-m-d H:i"; '' when there is none).
+    # the times as every page shows them (timeutil.local_text; '' when there is none).
     change_url: str = ""
     authorize_url: str = ""
     expires_text: str = ""
@@ -170,10 +169,7 @@ def _row(account: Account, *, now: datetime, paused_until: datetime | None,
     exported = account.export_enabled and token is not None and token.kind == "long"
     next_refresh = selectors.next_refresh_at(account=account, now=now,
                                              paused_until=paused_until)
-    time_left = ""
-    if token is not None:
-        time_left = (f"in {timeuntil(token.expires_at, now)}" if token.expires_at > now
-                     else f"{timesince(token.expires_at, now)} ago")
+    time_left = days_text(token.expires_at, now=now) if token is not None else ""
     return Row(
         account=account,
         state=account.state,
@@ -186,16 +182,11 @@ def _row(account: Account, *, now: datetime, paused_until: datetime | None,
                    if account.export_enabled else ""),
         change_url=urls.of(urls.change, account.pk),
         authorize_url=urls.of(urls.authorize, account.pk),
-        expires_text=_local_minute(token.expires_at if token is not None else None),
+        expires_text=local_text(token.expires_at if token is not None else None),
         time_left=time_left,
-        last_refresh_text=_local_minute(account.last_refresh_at),
-        next_refresh_text=_local_minute(next_refresh),
+        last_refresh_text=local_text(account.last_refresh_at),
+        next_refresh_text=local_text(next_refresh),
     )
-
-
-def _local_minute(moment: datetime | None) -> str:
-    """What `{{ moment|date:"Y-m-d H:i" }}` shows: the minute in the current time zone."""
-    return localtime(moment).strftime("%Y-%m-%d %H:%M") if moment is not None else ""
 
 
 def _one_decimal(value: float) -> str:

@@ -21,7 +21,7 @@ from .. import dashboard, selectors, services
 from ..forms import ImportTokenForm, OwnerLinkForm, PasteForm
 from ..models import Account
 from ..services import Actor, FlowError
-from ..timeutil import utc_text
+from ..timeutil import local_text
 from ..views.owner_links import owner_link_completes_here, owner_link_url
 
 
@@ -116,7 +116,7 @@ class AccountPagesMixin:
                 account=account, user=request.user, now=timezone.now(),
                 lifetime=timedelta(days=form.cleaned_data["days"]))
             context.update(link=link, link_url=owner_link_url(secret),
-                           expires=utc_text(link.expires_at))
+                           expires=local_text(link.expires_at))
         return self._page(request, "admin/accounts/account/owner_link.html",
                           400 if request.method == "POST" and not form.is_valid() else 200,
                           **context)

@@ -16,7 +16,7 @@ from ..instagram import mask
 from ..models import Account
 from ..selectors import FileState
 from ..services import Actor
-from ..timeutil import utc_text
+from ..timeutil import days_text, deadline_text, local_text
 from .account_actions import AccountActionsMixin
 from .account_pages import AccountPagesMixin
 from .base import RegistryModelAdmin
@@ -104,20 +104,25 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         return token.get_kind_display() if token else "—"
 
+    # Times as every page shows them (accounts.timeutil), with the days left where the
+    # time is a deadline: Django would print a method's datetime with its microseconds.
     @admin.display(description="obtained")
-    def obtained_at(self, obj: Account):  # noqa: ANN201
+    def obtained_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return token.obtained_at if token else "—"
+        return local_text(token.obtained_at) if token else "—"
 
     @admin.display(description="expires", ordering="token__expires_at")
-    def expires_at(self, obj: Account):  # noqa: ANN201
+    def expires_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return token.expires_at if token else "—"
+        return deadline_text(token.expires_at, now=timezone.now()) if token else "—"
 
     @admin.display(description="last refreshed")
-    def last_refreshed_at(self, obj: Account):  # noqa: ANN201
+    def last_refreshed_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return (token.last_refreshed_at if token else None) or "—"
+        if token is None or token.last_refreshed_at is None:
+            return "—"
+        moment = token.last_refreshed_at
+        return f"{local_text(moment)} ({days_text(moment, now=timezone.now())})"
 
     @admin.display(description="permissions")
     def permissions(self, obj: Account) -> str:
@@ -146,7 +151,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     def file_health(self, obj: Account) -> str:
         label = FileState.LABELS.get(obj.file_state, obj.file_state)
         if obj.file_checked_at:
-            label += f" (checked {utc_text(obj.file_checked_at)})"
+            label += f" (checked {local_text(obj.file_checked_at)})"
         orphans = selectors.token_files_orphaned().filter(account=obj)
         names = ", ".join(record.name for record in orphans)
         if names:
