@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 
 from .. import selectors, services
@@ -96,7 +97,9 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
             super().get_queryset(request)
             .select_related("app", "token")
             .defer("token__value", "app__app_secret")
-            .annotate(token_ciphertext=Cast("token__value", output_field=TextField()))
+            .annotate(token_ciphertext=Cast("token__value", output_field=TextField()),
+                      # The file's name for the list, loaded with the row.
+                      current_file_name=selectors.current_file_name_expression())
         )
 
     @admin.display(description="token kind")
@@ -129,12 +132,17 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         return ", ".join(token.permissions) if token and token.permissions else "—"
 
-    @admin.display(description="token file")
+    @admin.display(description="token file", ordering="token_filename")
     def file_state(self, obj: Account) -> str:
-        if not obj.export_enabled:
-            return "off"
-        label = FileState.LABELS.get(obj.file_state, obj.file_state)
-        return f"{obj.token_filename or obj.username or '—'}: {label}"
+        """The file's name (as the dashboard names it: the explicit one, the one it
+        writes now, else the username it will take) and its state in words."""
+        token = getattr(obj, "token", None)
+        exported = obj.export_enabled and token is not None and token.kind == "long"
+        label = FileState.describe(obj.file_state if exported else FileState.NOT_EXPORTED,
+                                   export_enabled=obj.export_enabled)
+        name = selectors.token_file_name_of(account=obj,
+                                            current_name=getattr(obj, "current_file_name", None))
+        return f"{name}: {label}" if name else label
 
     @admin.display(description="file written")
     def file_name(self, obj: Account) -> str:
@@ -171,6 +179,11 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
                 self.message_user(request, f"{obj}: wrote {path}.", messages.SUCCESS)
             elif obj.file_error:
                 self.message_user(request, f"{obj}: {obj.file_error}", messages.WARNING)
+
+    def response_post_save_add(self, request: HttpRequest, obj: Account) -> HttpResponse:
+        """A new account needs authorizing next: *Save* opens its page (with the
+        Authorize button), not the list."""
+        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[obj.pk]))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:
