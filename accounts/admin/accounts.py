@@ -27,7 +27,7 @@ from .base import RegistryModelAdmin
 class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     form = AccountForm
     list_display = [
-        "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
+        "label", "app", "username", "status", "expires_at", "token_hint", "token_file"
     ]
     list_filter = ["status", "app"]
     # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
@@ -132,8 +132,10 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         return ", ".join(token.permissions) if token and token.permissions else "—"
 
+    # Not named file_state: Django would show the model's field of that name (the raw
+    # `not_exported`) rather than this method.
     @admin.display(description="token file", ordering="token_filename")
-    def file_state(self, obj: Account) -> str:
+    def token_file(self, obj: Account) -> str:
         """The file's name (as the dashboard names it: the explicit one, the one it
         writes now, else the username it will take) and its state in words."""
         token = getattr(obj, "token", None)
