@@ -208,6 +208,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Django's own date columns and read-only fields show times as every page of the registry
+# does ("2027-01-27 20:25 UTC": no seconds, no "p.m.", the zone named): igregistry/formats.
+# https://docs.djangoproject.com/en/5.2/ref/settings/#format-module-path
+FORMAT_MODULE_PATH = ["igregistry.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"

@@ -254,3 +254,152 @@ def test_history_link_shows_only_that_accounts_events(admin_client, mix):
     history = admin_client.get(link).content.decode()
     assert "event of the failing account" in history
     assert "event of the healthy account" not in history
+
+
+# --- issue 13: a dashboard for 30-100 feeds -------------------------------------------------
+
+
+def labels_of(admin_client, params) -> list[str]:
+    return [row.account.label for row in admin_client.get(URL, params).context["dash"].rows]
+
+
+def test_search_by_label_username_or_file_name(admin_client, mix, app):
+    TokenFile.objects.create(name="bakery-feed.json", account=mix["healthy"],
+                             account_label="Healthy", claimed_at=timezone.now())
+    Account.objects.filter(pk=mix["expiring"].pk).update(token_filename="special_name")
+    assert labels_of(admin_client, {"q": "reaut"}) == ["Reauth"]  # label
+    assert labels_of(admin_client, {"q": "@failing"}) == ["Failing"]  # username
+    assert labels_of(admin_client, {"q": "BAKERY"}) == ["Healthy"]  # the file it writes
+    assert labels_of(admin_client, {"q": "special_"}) == ["Expiring"]  # its file name
+    dash = admin_client.get(URL, {"q": "reaut"}).context["dash"]
+    # The counts and the chart are those of what was found.
+    assert dash.total == 1 and dict((k, n) for k, _, n in dash.counts)["needs_reauth"] == 1
+    assert sum(bar.count for bar in dash.bars) == 1
+    assert labels_of(admin_client, {"q": "nothing-like-this"}) == []
+
+
+def test_sort_by_label_state_and_expiry(admin_client, mix):
+    by_label = labels_of(admin_client, {"o": "label"})
+    assert by_label == sorted(by_label, key=str.lower)
+    assert labels_of(admin_client, {"o": "-label"}) == by_label[::-1]
+    by_expiry = labels_of(admin_client, {"o": "expires"})
+    assert by_expiry[:3] == ["Expired", "Expiring", "Reauth"]
+    assert set(by_expiry[-2:]) == {"Gone", "Pending"}  # no token: last
+    assert labels_of(admin_client, {"o": "-expires"})[:2] == ["Healthy", "Unwritten"]
+    by_state = admin_client.get(URL, {"o": "-state"}).context["dash"].rows
+    assert [row.state for row in by_state] == selectors.State.ORDER[::-1]
+    page = admin_client.get(URL, {"o": "label", "state": "healthy"}).content.decode()
+    # Header links keep the filter and turn the order round.
+    assert 'href="?state=healthy&amp;o=-label" id="sort-label"' in page
+
+
+def test_sorted_pages_neither_skip_nor_repeat(admin_client, app):
+    bulk_accounts(app, 120)
+    seen = []
+    for number in (1, 2, 3):
+        seen += labels_of(admin_client, {"o": "label", "page": number})
+    assert len(seen) == len(set(seen)) == 120
+    assert seen == sorted(seen, key=str.lower)
+
+
+def test_search_and_sort_cost_no_extra_query(admin_client, app):
+    bulk_accounts(app, 10, history=True)
+    plain = queries_for(admin_client)
+    assert queries_for(admin_client, {"q": "user1", "o": "-expires"}) == plain
+    bulk_accounts(app, 90, history=True)
+    assert queries_for(admin_client, {"q": "user1", "o": "-expires"}) == plain
+
+
+@pytest.mark.parametrize("page, shown, notice", [
+    ("0", 1, "There is no page 0: showing page 1."),
+    ("-3", 1, "“-3” is not a page number"),
+    ("abc", 1, "“abc” is not a page number: showing page 1."),
+    ("9", 3, "There is no page 9: showing the last page, 3."),
+    ("2", 2, None),
+])
+def test_page_numbers_out_of_range(admin_client, app, page, shown, notice):
+    bulk_accounts(app, 120)
+    response = admin_client.get(URL, {"page": page})
+    assert response.status_code == 200
+    dash = response.context["dash"]
+    assert dash.page.number == shown
+    if notice:
+        assert any(n.startswith(notice) or notice in n for n in dash.notices)
+        assert 'id="dash-notices"' in response.content.decode()
+    else:
+        assert dash.notices == []
+
+
+@pytest.mark.parametrize("value", ["abc", "999999", "-1", "1.5"])
+def test_an_app_that_is_not_one_is_said(admin_client, mix, value):
+    dash = admin_client.get(URL, {"app": value}).context["dash"]
+    assert dash.app_id is None and dash.total == 9
+    assert dash.notices == [f"There is no app “{value}”: showing every app."]
+
+
+def test_unknown_state_and_order_are_said(admin_client, mix):
+    dash = admin_client.get(URL, {"state": "bogus", "o": "secret"}).context["dash"]
+    assert dash.state is None and dash.order == "state"
+    assert dash.notices == ["There is no state “bogus”: showing every state.",
+                            "Cannot sort by “secret”: sorted by state."]
+    # Bad values are not carried on in the page's links.
+    assert "bogus" not in dash.querystring and "secret" not in dash.querystring
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 account"), (2, "2 accounts")])
+def test_plurals(admin_client, app, count, text):
+    bulk_accounts(app, count)
+    page = admin_client.get(URL).content.decode()
+    assert f"Page 1 of 1 · {text}\n" in page
+    assert "1 accounts" not in page
+
+
+def test_empty_dashboard_points_to_adding_an_app_then_an_account(admin_client, db):
+    page = admin_client.get(URL).content.decode()
+    assert "No accounts yet" in page
+    assert f'href="{reverse("admin:accounts_instagramapp_add")}" id="add-app-link"' in page
+    assert 'id="expiry-chart"' not in page  # nothing to chart yet
+    InstagramApp.objects.create(name="Shop", flavour="instagram_login", app_id="1",
+                                app_secret="app-secret-value-123",
+                                redirect_uri="https://example.com/cb/")
+    page = admin_client.get(URL).content.decode()
+    assert f'href="{reverse("admin:accounts_account_add")}" id="add-account-link"' in page
+    assert 'id="add-app-link"' not in page
+
+
+def test_nothing_found_says_so_and_offers_every_account(admin_client, mix):
+    page = admin_client.get(URL, {"q": "zzz"}).content.decode()
+    assert "No accounts match “zzz”" in page and '<a href="?">Show every account</a>' in page
+
+
+def test_rows_show_the_file_name_and_a_readable_state(admin_client, mix):
+    Account.objects.filter(pk=mix["healthy"].pk).update(token_filename="healthy.json")
+    Account.objects.filter(pk=mix["refresh_due"].pk).update(export_enabled=False)
+    page = admin_client.get(URL).content.decode()
+    assert '<code class="file-name">healthy.json</code> <small class="file-label">in sync' in page
+    assert "export off" in page
+    assert "not_exported" not in page.replace('class="file-not_exported', "")
+    rows = {r.account.pk: r for r in admin_client.get(URL).context["dash"].rows}
+    assert rows[mix["pending"].pk].file_label == "not written yet"
+
+
+def test_chart_days_carry_their_detail(admin_client, mix):
+    dash = admin_client.get(URL).context["dash"]
+    expiring = next(bar for bar in dash.bars if bar.count)
+    assert expiring.title.endswith(": 1 token expires: 1 expiring soon")
+    assert dash.bars[1].title.endswith("no token expires") or dash.bars[1].count
+    page = admin_client.get(URL).content.decode()
+    assert page.count('<g class="day"><title>') == 61
+    assert 'width="100%"' not in page.split('id="expiry-chart"')[0][-200:]  # CSS sizes it
+
+
+def test_account_list_file_column(admin_client, mix):
+    TokenFile.objects.create(name="former_name", account=mix["healthy"],
+                             account_label="Healthy", claimed_at=timezone.now())
+    Account.objects.filter(pk=mix["refresh_due"].pk).update(export_enabled=False)
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert "former_name: in sync" in page  # the file it writes, not the username
+    assert "failing: in sync" in page
+    assert "pending: not written yet" in page  # export on, no long-lived token yet
+    assert "export off" in page
+    assert "not_exported" not in page

@@ -479,7 +479,7 @@ def test_the_dashboard_shows_the_file_name(admin_client, fake, login_app, token_
     account = due_account(fake, login_app, "Shop", age=5 * DAY, token_filename="shop-feed")
     services.token_export(account=account, actor=ACTOR, now=timezone.now())
     page = admin_client.get(DASHBOARD).content.decode()
-    assert "<code>shop-feed</code>" in page
+    assert '<code class="file-name">shop-feed</code>' in page
 
 
 def test_the_admin_refuses_a_file_name_another_account_owns(admin_client, fake, login_app,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 
 from .. import selectors, services
 from ..models import Account
+from ..return_to import safe_next
 from ..services import Actor, FlowError, Outcome
 
 
@@ -22,6 +23,18 @@ class AccountActionsMixin:
     """The account list's actions, and the permission checks every account page shares."""
 
     actions = ["authorize_action", "refresh_action", "verify_action", "export_action"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None
+                        ) -> HttpResponse:
+        """Django's list; an action posted with a safe `next` (the dashboard's buttons)
+        returns there rather than to the list, whether it succeeded or was refused. An
+        action that answers with a page of its own (Authorize) keeps it."""
+        response = super().changelist_view(request, extra_context)
+        back = safe_next(request) if request.method == "POST" else None
+        if (back is not None and isinstance(response, HttpResponseRedirect)
+                and response.url == request.get_full_path()):
+            return HttpResponseRedirect(back)
+        return response
 
     # --- permissions: one place that says who may do what ---
     def _may(self, request: HttpRequest, codename: str) -> bool:

@@ -20,8 +20,9 @@ from django.views.decorators.http import require_POST
 from .. import dashboard, selectors, services
 from ..forms import ImportTokenForm, OwnerLinkForm, PasteForm
 from ..models import Account
+from ..return_to import return_to_remember, return_to_take
 from ..services import Actor, FlowError
-from ..timeutil import utc_text
+from ..timeutil import local_text
 from ..views.owner_links import owner_link_completes_here, owner_link_url
 
 
@@ -69,7 +70,9 @@ class AccountPagesMixin:
         summary = selectors.account_summary(account_id=account.pk, verb=verb)
         level = messages.SUCCESS if summary.file_ok else messages.WARNING
         messages.add_message(request, level, summary.text)
-        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+        back = return_to_take(request, account_id=account.pk)
+        return HttpResponseRedirect(
+            back or reverse("admin:accounts_account_change", args=[account.pk]))
 
     # --- authorize and paste (permission: authorize_account) ---
     def _start_authorize(self, request: HttpRequest, account: Account) -> HttpResponse:
@@ -81,6 +84,8 @@ class AccountPagesMixin:
 
     def authorize_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = self._account_or_403(request, pk, allowed=self.has_authorize_permission(request))
+        # Started from the dashboard: back there once the callback (or the paste) is done.
+        return_to_remember(request, account_id=account.pk)
         return self._start_authorize(request, account)
 
     def _paste_page(self, request: HttpRequest, account: Account, form: PasteForm,
@@ -134,7 +139,7 @@ class AccountPagesMixin:
                 account=account, user=request.user, now=timezone.now(),
                 lifetime=timedelta(days=form.cleaned_data["days"]))
             context.update(link=link, link_url=owner_link_url(secret),
-                           expires=utc_text(link.expires_at))
+                           expires=local_text(link.expires_at))
         return self._page(request, "admin/accounts/account/owner_link.html",
                           400 if request.method == "POST" and not form.is_valid() else 200,
                           **context)
@@ -195,8 +200,13 @@ class AccountPagesMixin:
             dash=dashboard.build(params=request.GET, now=now),
             now=now,
             may=self.permissions_of(request),
+            # Where the page's buttons come back to: this page, filters and all.
+            here=request.get_full_path(),
+            time_zone=timezone.localtime(now).tzname(),
             chart_width=dashboard.CHART_WIDTH,
             chart_height=dashboard.CHART_HEIGHT,
+            chart_pad=dashboard.CHART_PAD,
+            chart_inner=dashboard.CHART_HEIGHT - 2 * dashboard.CHART_PAD,
             chart_baseline=dashboard.CHART_HEIGHT - dashboard.CHART_PAD,
             chart_right=dashboard.CHART_WIDTH - dashboard.CHART_PAD,
         )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 
 from .. import selectors, services
@@ -16,7 +17,7 @@ from ..instagram import guidance_for, mask
 from ..models import Account
 from ..selectors import FileState
 from ..services import Actor
-from ..timeutil import utc_text
+from ..timeutil import days_text, deadline_text, local_text
 from .account_actions import AccountActionsMixin
 from .account_pages import AccountPagesMixin
 from .base import RegistryModelAdmin
@@ -26,7 +27,7 @@ from .base import RegistryModelAdmin
 class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     form = AccountForm
     list_display = [
-        "label", "app", "username", "status", "expires_at", "token_hint", "file_state"
+        "label", "app", "username", "status", "expires_at", "token_hint", "token_file"
     ]
     list_filter = ["status", "app"]
     # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
@@ -96,7 +97,9 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
             super().get_queryset(request)
             .select_related("app", "token")
             .defer("token__value", "app__app_secret")
-            .annotate(token_ciphertext=Cast("token__value", output_field=TextField()))
+            .annotate(token_ciphertext=Cast("token__value", output_field=TextField()),
+                      # The file's name for the list, loaded with the row.
+                      current_file_name=selectors.current_file_name_expression())
         )
 
     @admin.display(description="token kind")
@@ -104,20 +107,25 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         return token.get_kind_display() if token else "—"
 
+    # Times as every page shows them (accounts.timeutil), with the days left where the
+    # time is a deadline: Django would print a method's datetime with its microseconds.
     @admin.display(description="obtained")
-    def obtained_at(self, obj: Account):  # noqa: ANN201
+    def obtained_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return token.obtained_at if token else "—"
+        return local_text(token.obtained_at) if token else "—"
 
     @admin.display(description="expires", ordering="token__expires_at")
-    def expires_at(self, obj: Account):  # noqa: ANN201
+    def expires_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return token.expires_at if token else "—"
+        return deadline_text(token.expires_at, now=timezone.now()) if token else "—"
 
     @admin.display(description="last refreshed")
-    def last_refreshed_at(self, obj: Account):  # noqa: ANN201
+    def last_refreshed_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
-        return (token.last_refreshed_at if token else None) or "—"
+        if token is None or token.last_refreshed_at is None:
+            return "—"
+        moment = token.last_refreshed_at
+        return f"{local_text(moment)} ({days_text(moment, now=timezone.now())})"
 
     @admin.display(description="permissions")
     def permissions(self, obj: Account) -> str:
@@ -139,12 +147,19 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
             return obj.last_error
         return f"{obj.last_error} What to do: {guidance.advice}"
 
-    @admin.display(description="token file")
-    def file_state(self, obj: Account) -> str:
-        if not obj.export_enabled:
-            return "off"
-        label = FileState.LABELS.get(obj.file_state, obj.file_state)
-        return f"{obj.token_filename or obj.username or '—'}: {label}"
+    # Not named file_state: Django would show the model's field of that name (the raw
+    # `not_exported`) rather than this method.
+    @admin.display(description="token file", ordering="token_filename")
+    def token_file(self, obj: Account) -> str:
+        """The file's name (as the dashboard names it: the explicit one, the one it
+        writes now, else the username it will take) and its state in words."""
+        token = getattr(obj, "token", None)
+        exported = obj.export_enabled and token is not None and token.kind == "long"
+        label = FileState.describe(obj.file_state if exported else FileState.NOT_EXPORTED,
+                                   export_enabled=obj.export_enabled)
+        name = selectors.token_file_name_of(account=obj,
+                                            current_name=getattr(obj, "current_file_name", None))
+        return f"{name}: {label}" if name else label
 
     @admin.display(description="file written")
     def file_name(self, obj: Account) -> str:
@@ -161,7 +176,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     def file_health(self, obj: Account) -> str:
         label = FileState.LABELS.get(obj.file_state, obj.file_state)
         if obj.file_checked_at:
-            label += f" (checked {utc_text(obj.file_checked_at)})"
+            label += f" (checked {local_text(obj.file_checked_at)})"
         orphans = selectors.token_files_orphaned().filter(account=obj)
         names = ", ".join(record.name for record in orphans)
         if names:
@@ -181,6 +196,11 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
                 self.message_user(request, f"{obj}: wrote {path}.", messages.SUCCESS)
             elif obj.file_error:
                 self.message_user(request, f"{obj}: {obj.file_error}", messages.WARNING)
+
+    def response_post_save_add(self, request: HttpRequest, obj: Account) -> HttpResponse:
+        """A new account needs authorizing next: *Save* opens its page (with the
+        Authorize button), not the list."""
+        return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[obj.pk]))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:

@@ -20,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from .. import services
 from ..models import Account, ApiKey, InstagramApp
 from ..services import FlowError
+from ..timeutil import local_text
 from .base import RegistryModelAdmin
 
 
@@ -83,7 +84,7 @@ class ApiKeyAdmin(RegistryModelAdmin):
 
     @admin.display(description="state")
     def state(self, obj: ApiKey) -> str:
-        return f"revoked {obj.revoked_at:%Y-%m-%d %H:%M} UTC" if obj.revoked_at else "live"
+        return f"revoked {local_text(obj.revoked_at)}" if obj.revoked_at else "live"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return (super().get_queryset(request).defer("webhook_secret")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from ..crypto import EncryptedTextField
+from ..return_to import NEXT
 
 # Regular expressions from a URL reach the database as they are: a bad one is a server
 # error, a slow one a denial of service.
@@ -46,3 +48,13 @@ class RegistryModelAdmin(admin.ModelAdmin):
                 break
             model = field.related_model
         return super().lookup_allowed(lookup, value, request)
+
+
+class KeepsNextChangeList(ChangeList):
+    """A change list that carries `next` in its links (filters, pages, sorting) instead
+    of reading it as a filter on a field (which Django refuses with `?e=1`)."""
+
+    def get_filters_params(self, params=None):  # noqa: ANN001, ANN201
+        lookup_params = super().get_filters_params(params)
+        lookup_params.pop(NEXT, None)
+        return lookup_params

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from ..models import Event
-from .base import RegistryModelAdmin
+from ..return_to import safe_next
+from .base import KeepsNextChangeList, RegistryModelAdmin
 
 
 @admin.register(Event)
@@ -18,6 +19,16 @@ class EventAdmin(RegistryModelAdmin):
     search_fields = ["account_label", "message"]
     date_hierarchy = "created_at"
     list_select_related = ["actor_user"]
+    change_list_template = "admin/accounts/event/change_list.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type:
+        return KeepsNextChangeList
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None
+                        ) -> HttpResponse:
+        # Opened from the dashboard's History: a way back to that page, as it was.
+        extra_context = {**(extra_context or {}), "back_url": safe_next(request)}
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="by")
     def actor(self, obj: Event) -> str:

@@ -6,7 +6,7 @@ import grp
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from django.db.models import (
     CharField,
     Count,
     DateField,
+    Exists,
     F,
     IntegerField,
     Min,
@@ -28,7 +29,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Lower, TruncDate
 
 from ..crypto import DecryptionError
 from ..identity import InstagramIds
@@ -169,6 +170,15 @@ def token_file_name_of(*, account: Account, current_name: str | None) -> str:
     if account.token_filename:
         return account.token_filename
     return current_name if current_name is not None else account.username
+
+
+def current_file_name_expression() -> Subquery:
+    """For `.annotate(current_file_name=...)`: the name of the account's current token
+    file, None before its first export (a subquery, no query of its own)."""
+    return Subquery(
+        TokenFile.objects.filter(account=OuterRef("pk"), status=TokenFile.Status.CURRENT)
+        .order_by().values("name")[:1]  # at most one (a unique constraint)
+    )
 
 
 def token_file_blocker(*, account: Account, name: str) -> TokenFile | None:
@@ -411,6 +421,16 @@ class FileState:
     # A file in one of these states does not serve the website what the registry holds.
     PROBLEMS = frozenset({MISSING, STALE, WRONG_MODE, WRONG_GROUP, UNWRITABLE, NAME_TAKEN})
 
+    @classmethod
+    def describe(cls, state: str, *, export_enabled: bool) -> str:
+        """The state in words for a page (never the raw `not_exported`): `export off`,
+        `not written yet` (export on, no long-lived token to write), or the label."""
+        if not export_enabled:
+            return "export off"
+        if state == cls.NOT_EXPORTED:
+            return "not written yet"
+        return cls.LABELS.get(state, state.replace("_", " "))
+
 
 def token_file_path(*, account: Account) -> Path | None:
     """Where the account's token file is or goes, or None without a usable name."""
@@ -639,21 +659,42 @@ class _DateOf(TruncDate):
 @dataclass(frozen=True)
 class DashboardSummary:
     """The dashboard's figures for a set of accounts: how many are in each state (every
-    state present) and how many tokens expire on each of the next days (zeros included,
-    today first)."""
+    state present), how many tokens expire on each of the next days (zeros included,
+    today first) and, for each day with expiries, how many of them are in each state."""
 
     counts: dict[str, int]
     timeline: list[tuple[date, int]]
+    day_states: dict[date, dict[str, int]] = field(default_factory=dict)
 
 
-def dashboard_summary(*, now: datetime, app_id: int | None = None,
-                      days: int = 60) -> DashboardSummary:
-    """Counts per state and the expiry timeline of every account (of one app, with
-    `app_id`). One aggregate query: a single pass over the accounts, grouped by state and
-    by the day of expiry within the next `days` days."""
+def dashboard_search(*, queryset: QuerySet[Account], search: str) -> QuerySet[Account]:
+    """The accounts whose label, Instagram username or token file name (the explicit one,
+    or the name of the file it writes now) contains `search`, case-insensitively; all of
+    them for an empty `search`. A filter within the same query (no extra query)."""
+    search = search.strip()
+    if not search:
+        return queryset
+    writes_file = TokenFile.objects.filter(account=OuterRef("pk"),
+                                           status=TokenFile.Status.CURRENT,
+                                           name__icontains=search)
+    return queryset.filter(Q(label__icontains=search) | Q(username__icontains=search.lstrip("@"))
+                           | Q(token_filename__icontains=search) | Exists(writes_file))
+
+
+def _dashboard_accounts_filtered(*, app_id: int | None, search: str) -> QuerySet[Account]:
     accounts = Account.objects.all()
     if app_id is not None:
         accounts = accounts.filter(app_id=app_id)
+    return dashboard_search(queryset=accounts, search=search)
+
+
+def dashboard_summary(*, now: datetime, app_id: int | None = None, days: int = 60,
+                      search: str = "") -> DashboardSummary:
+    """Counts per state and the expiry timeline of every account (of one app, with
+    `app_id`; matching `search`, see `dashboard_search`). One aggregate query: a single
+    pass over the accounts, grouped by state and by the day of expiry within the next
+    `days` days."""
+    accounts = _dashboard_accounts_filtered(app_id=app_id, search=search)
     rows = (
         accounts.annotate(
             urgency=_urgency_expression(now=now),
@@ -671,36 +712,57 @@ def dashboard_summary(*, now: datetime, app_id: int | None = None,
     )
     counts = dict.fromkeys(State.ORDER, 0)
     per_day: dict[date, int] = {}
+    day_states: dict[date, dict[str, int]] = {}
     for row in rows:
-        counts[State.ORDER[row["urgency"]]] += row["n"]
+        state = State.ORDER[row["urgency"]]
+        counts[state] += row["n"]
         if row["day"] is not None:
             per_day[row["day"]] = per_day.get(row["day"], 0) + row["n"]
+            of_day = day_states.setdefault(row["day"], {})
+            of_day[state] = of_day.get(state, 0) + row["n"]
     start = now.date()
     timeline = [(start + timedelta(days=i), per_day.get(start + timedelta(days=i), 0))
                 for i in range(days + 1)]
-    return DashboardSummary(counts=counts, timeline=timeline)
+    return DashboardSummary(counts=counts, timeline=timeline, day_states=day_states)
+
+
+_EXPIRY_ASC = F("token__expires_at").asc(nulls_last=True)
+_EXPIRY_DESC = F("token__expires_at").desc(nulls_last=True)
+# The dashboard's sort orders (`?o=`), each ending in the primary key so that pages
+# neither skip nor repeat a row. "state" is the default: most urgent first.
+DASHBOARD_ORDERS: dict[str, tuple] = {
+    "state": _URGENCY_ORDER,
+    "-state": (F("urgency").desc(), _EXPIRY_ASC, Lower("label"), "pk"),
+    "label": (Lower("label"), "pk"),
+    "-label": (Lower("label").desc(), "-pk"),
+    "expires": (_EXPIRY_ASC, Lower("label"), "pk"),
+    "-expires": (_EXPIRY_DESC, Lower("label"), "pk"),
+    "app": (Lower("app__name"), *_URGENCY_ORDER),
+    "-app": (Lower("app__name").desc(), *_URGENCY_ORDER),
+}
 
 
 def dashboard_accounts(*, now: datetime, app_id: int | None, state: str | None,
-                       offset: int, limit: int) -> list[Account]:
+                       offset: int, limit: int, search: str = "",
+                       order: str = "state") -> list[Account]:
     """One page (`offset`, `limit`) of `accounts_with_state`, of one app and one state
-    when given, each also annotated with `current_file_name` (the name of its current
-    token file, None before its first export). One query: the page's ids are chosen by a
-    subquery that sorts on the state and expiry alone, so the last refresh and the file
-    are looked up for the page's rows only, not for every account."""
-    ids = Account.objects.alias(urgency=_urgency_expression(now=now))
-    if app_id is not None:
-        ids = ids.filter(app_id=app_id)
+    when given, matching `search` (`dashboard_search`), sorted by `order` (a key of
+    DASHBOARD_ORDERS; by default most urgent first), each also annotated with
+    `current_file_name` (the name of its current token file, None before its first
+    export). One query: the page's ids are chosen by a subquery that sorts on the state
+    and expiry alone, so the last refresh and the file are looked up for the page's rows
+    only, not for every account."""
+    ordering = DASHBOARD_ORDERS[order]
+    ids = _dashboard_accounts_filtered(app_id=app_id, search=search).alias(
+        urgency=_urgency_expression(now=now))
     if state is not None:
         ids = ids.filter(urgency=State.ORDER.index(state))
-    page_ids = ids.order_by(*_URGENCY_ORDER).values("pk")[offset:offset + limit]
-    current_file = TokenFile.objects.filter(
-        account=OuterRef("pk"), status=TokenFile.Status.CURRENT
-    ).order_by()  # at most one (a unique constraint)
+    page_ids = ids.order_by(*ordering).values("pk")[offset:offset + limit]
     accounts = list(
         _accounts_by_urgency(now=now)
         .filter(pk__in=page_ids)
-        .annotate(current_file_name=Subquery(current_file.values("name")[:1]))
+        .annotate(current_file_name=current_file_name_expression())
+        .order_by(*ordering)
     )
     for account in accounts:
         # What accounts_with_state's CASE would say, without building and running it.

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .. import health, selectors, services
+from ..return_to import return_to_take
 from ..services import FlowError
 from . import owner_links
 
@@ -55,7 +56,10 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     # A token the website cannot read yet is not a success.
     messages.add_message(request, messages.SUCCESS if summary.file_ok else messages.WARNING,
                          summary.text)
-    return HttpResponseRedirect(reverse("admin:accounts_account_change", args=[account.pk]))
+    # Started from the dashboard: back to that page, its filters kept.
+    back = return_to_take(request, account_id=account.pk)
+    return HttpResponseRedirect(
+        back or reverse("admin:accounts_account_change", args=[account.pk]))
 
 
 def _error(request: HttpRequest, message: str, *, account=None, advice: str = "",  # noqa: ANN001
