@@ -15,6 +15,7 @@ from django.db.models import Q
 
 from .crypto import EncryptedTextField
 from .instagram import DEFAULT_SCOPES, Flavour, scopes_check
+from .timeutil import local_text
 
 # \d would also take other scripts' digits ("١٢٣"); ids are ASCII digits.
 digits_only = RegexValidator(r"\A[0-9]+\Z", "Digits only.")
@@ -137,17 +138,17 @@ class Account(models.Model):
     # decided by any id both sides know (`accounts.identity`).
     ig_id = models.CharField(
         "Instagram id (/me id)", max_length=32, blank=True, validators=[digits_only],
-        help_text="/me's `id`: app-scoped with Instagram Login; the user's id with Basic "
+        help_text="/me's 'id': app-scoped with Instagram Login; the user's id with Basic "
         "Display.",
     )
     ig_user_id = models.CharField(
         "Instagram user_id (/me user_id)", max_length=32, blank=True, validators=[digits_only],
-        help_text="/me's `user_id` (Instagram Login only): the professional account's id, "
+        help_text="/me's 'user_id' (Instagram Login only): the professional account's id, "
         "the one webhooks and publishing use.",
     )
     ig_exchange_user_id = models.CharField(
         "code exchange user_id", max_length=32, blank=True, validators=[digits_only],
-        help_text="The `user_id` the authorization code's exchange answered (it may equal "
+        help_text="The 'user_id' the authorization code's exchange answered (it may equal "
         "either id above, or neither).",
     )
     token_filename = models.CharField(
@@ -367,7 +368,7 @@ class AlertDelivery(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.channel} alert of {self.created_at:%Y-%m-%d %H:%M}"
+        return f"{self.channel} alert of {local_text(self.created_at)}"
 
 
 class OAuthState(models.Model):
@@ -431,7 +432,7 @@ class Event(models.Model):
         indexes = [models.Index(fields=["account", "-created_at"], name="event_account_idx")]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.outcome}"
+        return f"{local_text(self.created_at)}: {self.action} {self.outcome}"
 
     def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         # Append-only: an event, once written, is history.
@@ -463,7 +464,7 @@ class OwnerLink(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"Owner link for {self.account} ({self.created_at:%Y-%m-%d %H:%M} UTC)"
+        return f"Owner link for {self.account} ({local_text(self.created_at)})"
 
 
 class DataDeletionRequest(models.Model):

@@ -118,6 +118,9 @@ def _has_device(request: HttpRequest, user: object) -> bool:
 class RegistryAdminSite(admin.AdminSite):
     site_header = "igregistry"
     site_title = "igregistry"
+    # The lists (accounts, events) need the width at 1280 px; the index and the
+    # breadcrumbs lead everywhere the sidebar did.
+    enable_nav_sidebar = False
     index_title = "Instagram token registry"
     login_form = RegistryAuthenticationForm
     login_template = "admin/registry_login.html"

@@ -218,3 +218,27 @@ def test_migration_moves_the_old_single_id_to_ig_id():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.parametrize("status", ["needs_reauth", "error"])
+def test_a_verify_instagram_accepts_makes_a_flagged_account_active(fake, login_app, status):
+    from tests.conftest import active_account
+
+    account = active_account(fake, login_app, "Shop feed")
+    Account.objects.filter(pk=account.pk).update(status=status, last_error="was flagged")
+    account.refresh_from_db()
+    services.account_verify(account=account, actor=VERIFIER, now=timezone.now())
+    account.refresh_from_db()
+    assert (account.status, account.last_error) == ("active", "")
+
+
+def test_a_verify_leaves_a_held_token_flagged(fake, login_app):
+    from tests.conftest import active_account
+
+    account = active_account(fake, login_app, "Shop feed")
+    Account.objects.filter(pk=account.pk).update(status="error")
+    Token.objects.filter(account=account).update(refresh_held_since=timezone.now())
+    account.refresh_from_db()
+    services.account_verify(account=account, actor=VERIFIER, now=timezone.now())
+    account.refresh_from_db()
+    assert account.status == "error"

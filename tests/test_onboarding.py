@@ -89,8 +89,12 @@ def test_failures_are_worded_by_what_they_are():
     assert "refused" not in explain(network)
     refusal = InstagramError("Invalid platform app", status=400, code=400)
     assert failure_text(refusal) == "Instagram refused: Invalid platform app (code 400) [HTTP 400]"
-    assert failure_text(Transient("Instagram failed on /me.", status=502)).startswith(
-        "Instagram failed: ")
+    failed = Transient("no usable answer from /me", status=502)
+    assert failure_text(failed) == "Instagram failed: no usable answer from /me [HTTP 502]"
+    # Instagram's own failure: said once, with what to do (nothing, but wait).
+    assert explain(failed).count("Instagram failed") == 1
+    assert guidance_for_error(failed) is g.INSTAGRAM_FAILED
+    assert "try again in a few minutes" in explain(failed).lower()
     assert failure_text(KeyError("x")) == "the registry failed: KeyError"
 
     class Ours(InstagramError):

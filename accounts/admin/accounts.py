@@ -9,6 +9,7 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .. import selectors, services
 from ..crypto import DecryptionError, decrypt
@@ -27,7 +28,7 @@ from .base import RegistryModelAdmin
 class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     form = AccountForm
     list_display = [
-        "label", "app", "username", "status", "expires_at", "token_hint", "token_file"
+        "label", "app", "username", "status", "expires_in", "token_hint", "token_file"
     ]
     list_filter = ["status", "app"]
     # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
@@ -118,6 +119,15 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     def expires_at(self, obj: Account) -> str:
         token = getattr(obj, "token", None)
         return deadline_text(token.expires_at, now=timezone.now()) if token else "—"
+
+    @admin.display(description="expires", ordering="token__expires_at")
+    def expires_in(self, obj: Account) -> str:
+        """The list's short form: days left, the exact time in the cell's title."""
+        token = getattr(obj, "token", None)
+        if token is None:
+            return "—"
+        return format_html('<span title="{}">{}</span>', local_text(token.expires_at),
+                           days_text(token.expires_at, now=timezone.now()))
 
     @admin.display(description="last refreshed")
     def last_refreshed_at(self, obj: Account) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 
 from ..models import Event
 from ..return_to import safe_next
@@ -14,7 +15,8 @@ from .base import KeepsNextChangeList, RegistryModelAdmin
 class EventAdmin(RegistryModelAdmin):
     """The append-only log: read-only for everyone."""
 
-    list_display = ["created_at", "account_label", "action", "outcome", "actor", "message"]
+    # The message (with its guidance) early, where it is seen without scrolling sideways.
+    list_display = ["created_at", "account_label", "action", "outcome", "message", "actor"]
     list_filter = ["action", "outcome"]
     search_fields = ["account_label", "message"]
     date_hierarchy = "created_at"
@@ -32,7 +34,13 @@ class EventAdmin(RegistryModelAdmin):
 
     @admin.display(description="by")
     def actor(self, obj: Event) -> str:
-        return obj.actor_user.get_username() if obj.actor_user else obj.actor_job or "—"
+        if obj.actor_user:
+            return obj.actor_user.get_username()
+        # "celery:refresh_accounts:<task id>" is told apart by its first two parts; the
+        # whole is in the cell's title.
+        job = obj.actor_job or "—"
+        short = ":".join(job.split(":")[:2])
+        return format_html('<span title="{}">{}</span>', job, short) if short != job else job
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -126,7 +126,7 @@ def error_from(
     if status == 429:
         return RateLimited(f"Instagram rate-limited {endpoint}.", status=status, usage=usage)
     if status >= 500:
-        return Transient(f"Instagram failed on {endpoint}.", status=status, usage=usage)
+        return Transient(f"no usable answer from {endpoint}", status=status, usage=usage)
     if 200 <= status < 300:
         return MalformedAnswer(f"Instagram's answer to {endpoint} was unreadable.",
                                status=status, usage=usage)

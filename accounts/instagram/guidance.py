@@ -92,6 +92,11 @@ NETWORK = Guidance(
     "Nothing is wrong at Meta: check this server's connection to Instagram (DNS, proxy, "
     "firewall) and try again in a few minutes.",
 )
+INSTAGRAM_FAILED = Guidance(
+    "instagram_failed",
+    "Nothing to change here or at Meta: Instagram answered with an error of its own. Try "
+    "again in a few minutes; refreshes are tried again by themselves.",
+)
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,10 @@ def guidance_for_error(exc: BaseException, *, flavour: str | None = None) -> Gui
     if isinstance(exc, Unreachable):
         return NETWORK
     if isinstance(exc, InstagramError) and not exc.ours:
-        return guidance_for(exc.message, code=exc.code, flavour=flavour)
+        known = guidance_for(exc.message, code=exc.code, flavour=flavour)
+        if known is None and isinstance(exc, Transient):
+            return INSTAGRAM_FAILED  # a 5xx or an unusable answer: Instagram's side
+        return known
     return None
 
 

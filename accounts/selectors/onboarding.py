@@ -11,7 +11,7 @@ from django.urls import reverse
 from ..instagram import BASIC_DISPLAY_SHUTDOWN, Flavour, guidance_for
 from ..instagram.guidance import EXAMPLES, TESTER_INVITES_URL, Guidance
 from ..models import Account, Event, InstagramApp, Token
-from ..timeutil import utc_text
+from ..timeutil import local_text
 from .meta_callbacks import meta_callback_urls
 
 META_APPS_URL = "https://developers.facebook.com/apps/"
@@ -170,7 +170,7 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
             "an accepted Instagram tester of the app")
     if ticked:
         who = tick.actor_user.get_username() if tick.actor_user else (tick.actor_job or "staff")
-        detail = f"Confirmed by {who} on {utc_text(tick.created_at)}: {need}."
+        detail = f"Confirmed by {who} on {local_text(tick.created_at)}: {need}."
     elif authorized:
         detail = f"Shown by the authorization: {need}."
     else:
@@ -193,7 +193,10 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
             detail = (f"The token is no longer usable ({account.get_status_display()}): "
                       f"authorize again.")
         elif failure is not None:
-            detail = f"The last attempt failed: {failure.message}"
+            message = failure.message.rstrip()
+            detail = f"The last attempt failed: {message}"
+            if not message.endswith((".", "!", "?")):
+                detail += "."
             guidance = guidance_for(failure.message, flavour=app.flavour)
             if guidance and guidance.advice not in detail:
                 detail += f" {guidance.advice}"

@@ -140,7 +140,8 @@ def _identity_problem(account: Account, profile: Profile,
 
 def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
     """Ask Instagram who the stored token belongs to. A dead token moves the account to
-    'needs re-authorization'. Raises FlowError on any failure."""
+    'needs re-authorization'; a live, unexpired one brings an account flagged as needing
+    re-authorization or in error back to active. Raises FlowError on any failure."""
     token = Token.objects.filter(account=account).first()
     if token is None:
         raise FlowError("This account has no token yet: authorize it first.", account=account)
@@ -178,9 +179,14 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
                        f"as account '{twin.label}'.")
         else:
             ids = answered.merged_into(stored)
-            Account.objects.filter(pk=account.pk).update(
-                username=profile.username, ig_id=ids.id, ig_user_id=ids.user_id, last_error=""
-            )
+            fields = {"username": profile.username, "ig_id": ids.id, "ig_user_id": ids.user_id,
+                      "last_error": ""}
+            # Instagram accepts the token: an account flagged for it is active again
+            # (unless its refreshes are held for a reason /me does not see).
+            if (locked.status in (Account.Status.NEEDS_REAUTH, Account.Status.ERROR)
+                    and token.expires_at > now and token.refresh_held_since is None):
+                fields["status"] = Account.Status.ACTIVE
+            Account.objects.filter(pk=account.pk).update(**fields)
     if message:
         event_record(account=account, action="verify", outcome=Event.Outcome.FAILED,
                      message=message, actor=actor, now=now)
