@@ -24,7 +24,7 @@ tests_for() {
   local services="test_pinned_services.py"
   case "$1" in
     refresh) echo "test_refresh.py test_fault_matrix.py test_hostile_input.py test_feed_never_dies.py $pinned test_pinned_refresh.py test_scale.py test_concurrency.py" ;;
-    files) echo "test_token_files.py test_fault_matrix.py test_feed_never_dies.py $pinned test_pinned_refresh.py" ;;
+    files) echo "test_token_files.py test_fault_matrix.py test_feed_never_dies.py $pinned test_pinned_refresh.py test_pinned_files.py" ;;
     oauth) echo "test_oauth_flow.py test_fault_matrix.py test_refresh.py test_hostile_input.py $pinned $services" ;;
     tokens) echo "test_import_token.py test_oauth_flow.py test_hostile_input.py $pinned $services" ;;
     # test_logging.py is left out: under mutmut its console handler writes to a stream
