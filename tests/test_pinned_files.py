@@ -508,6 +508,25 @@ def test_the_batch_refuses_an_unsafe_name_forced_into_the_file_record(app, token
         "Token file not written: A token file name cannot contain a path separator.", LATER)
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_writing_files_does_not_wait_for_token_rows_another_worker_holds(postgres, app,
+                                                                         token_dir):
+    """A refresh holds its token rows while it asks Instagram; the file of such an account
+    is still written at once, by the single export and by the batch."""
+    from tests.test_pinned_behaviour import held_by_another_worker, timed
+
+    single = make_account(app, "Single")
+    batch = make_account(app, "Batch", exported=True)
+    with held_by_another_worker(Token.objects.filter(account__in=[single, batch]), seconds=5):
+        path, waited = timed(lambda: services.token_export(account=single, actor=JOB,
+                                                           now=LATER))
+        written, batch_waited = timed(lambda: services.token_files_write(
+            account_ids=[batch.pk], actor=JOB, now=LATER))
+    assert path == token_dir / "single" and waited < 2
+    assert written == {batch.pk: token_dir / "batch"} and batch_waited < 2
+
+
 # --- reconcile ----------------------------------------------------------------------------
 
 
