@@ -30,7 +30,7 @@ tests_for() {
     # test_logging.py is left out: under mutmut its console handler writes to a stream
     # mutmut has closed (ValueError: I/O operation on closed file), which stops the run.
     common) echo "test_oauth_flow.py test_refresh.py $pinned $services" ;;
-    alerts|alert_outbox) echo "test_alerts.py test_feed_never_dies.py $pinned" ;;
+    alerts|alert_outbox) echo "test_alerts.py test_feed_never_dies.py $pinned test_pinned_alerts.py" ;;
     keys) echo "test_encryption.py $pinned $services" ;;
     answers|client|transport|usage|errors|callback|flavours|redaction)
       echo "test_instagram_client.py test_hostile_input.py test_oauth_flow.py test_fake_instagram.py $pinned test_pinned_instagram.py" ;;
