@@ -10,7 +10,10 @@ behaviour changes."""
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
@@ -18,6 +21,7 @@ from django.urls import reverse
 
 from accounts.models import Account, AlertDelivery, Event, Token
 from accounts.selectors import State
+from accounts.services import alert_outbox, alert_retry_delay
 from tests.test_alerts import (  # noqa: F401 - fixtures
     DAY,
     HOUR,
@@ -31,6 +35,7 @@ from tests.test_alerts import (  # noqa: F401 - fixtures
     make_account,
     run,
 )
+from tests.test_pinned_behaviour import timed
 
 
 def admin_url(account: Account) -> str:
@@ -234,3 +239,116 @@ def test_the_oldest_refresh_waiting_is_counted_in_minutes(channels, mailoutbox, 
     [item] = run().items
 
     assert says in item.message
+
+
+# --- the outbox ---------------------------------------------------------------------------
+
+
+def test_the_back_off_is_between_half_and_all_of_the_doubled_base(settings):
+    settings.ALERT_RETRY_BASE_SECONDS = 60
+    settings.ALERT_RETRY_MAX_SECONDS = 3600
+    for attempts, capped in ((1, 60), (2, 120), (3, 240), (7, 3600), (20, 3600)):
+        waits = [alert_retry_delay(attempts=attempts).total_seconds() for _ in range(2000)]
+        assert capped / 2 <= min(waits) and max(waits) <= capped
+
+
+class Receiver:
+    """A webhook receiver over real HTTP that answers each POST to `path` with `status`
+    (and, for a redirect, a Location pointing at /elsewhere, which accepts anything)."""
+
+    def __init__(self, status: int) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append((self.command, self.path, self.rfile.read(length)))
+                elsewhere = self.path == "/elsewhere"
+                self.send_response(204 if elsewhere else status)
+                if not elsewhere and 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = answer
+
+            def log_message(self, format, *args) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def webhook_only(settings, url: str) -> None:  # noqa: ANN001
+    settings.ALERT_EMAILS = []
+    settings.ALERT_WEBHOOK_URL = url
+
+
+@pytest.mark.parametrize(("status", "delivered"), [
+    (200, True), (299, True), (300, False), (307, False), (308, False)])
+def test_only_a_2xx_answer_delivers_and_a_redirect_is_not_followed(
+        channels, settings, app, status, delivered):
+    with Receiver(status) as receiver:
+        webhook_only(settings, receiver.url)
+        make_account(app, "Shop", status=Account.Status.NEEDS_REAUTH)
+        report = run()
+    assert (report.delivered, report.failed) == (
+        (["webhook"], []) if delivered else ([], ["webhook"]))
+    assert [(method, path) for method, path, _ in receiver.received] == [("POST", "/hook")]
+    row = AlertDelivery.objects.get()
+    assert row.last_error == ("" if delivered else f"HTTP {status}")
+
+
+def test_a_receiver_nobody_answers_at_is_a_connection_error(channels, settings, app):
+    with socket.socket() as closed:  # a port nothing listens on once this is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    webhook_only(settings, f"http://127.0.0.1:{port}/hook")
+    make_account(app, "Shop", status=Account.Status.NEEDS_REAUTH)
+
+    assert run().failed == ["webhook"]
+
+    assert AlertDelivery.objects.get().last_error == "ConnectionError"
+
+
+def test_each_attempt_is_recorded_as_the_alerts_job(channels, app):
+    make_account(app, "Shop", status=Account.Status.NEEDS_REAUTH)
+    run()
+    assert set(Event.objects.filter(action="alert").values_list("actor_job", flat=True)) == {
+        "alerts"}
+
+
+def test_a_mail_server_that_never_answers_fails_the_attempt_after_the_mail_timeout(
+        channels, settings, app, monkeypatch):
+    """Django's SMTP backend would wait forever (EMAIL_TIMEOUT unset): the outbox gives
+    the server MAIL_TIMEOUT_SECONDS (here shortened), then counts a failed attempt."""
+    monkeypatch.setattr(alert_outbox, "MAIL_TIMEOUT_SECONDS", 0.5)
+    settings.ALERT_WEBHOOK_URL = ""
+    make_account(app, "Shop", status=Account.Status.NEEDS_REAUTH)
+    with socket.socket() as silent:  # accepts the connection, never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.getsockname()[1]
+        settings.EMAIL_TIMEOUT = None
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        # Should the run wait on regardless, closing the server ends that wait.
+        watchdog = threading.Timer(5, silent.close)
+        watchdog.start()
+        try:
+            report, waited = timed(run)
+        finally:
+            watchdog.cancel()
+    assert report.failed == ["email"]
+    assert AlertDelivery.objects.get().last_error == "SMTPServerDisconnected"  # timed out
+    assert waited < 5
