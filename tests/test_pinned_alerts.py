@@ -211,6 +211,16 @@ def test_one_due_token_no_sweep_queued_stalls_the_workers(channels, mailoutbox, 
         "interval plus 30 minutes; check beat and the worker processes.")
 
 
+def test_two_due_tokens_no_sweep_queued_are_counted(channels, mailoutbox, app, settings):
+    settings.REFRESH_SWEEP_MINUTES = 10
+    make_account(app, "Due", left=30 * DAY)
+    make_account(app, "Also due", left=20 * DAY)
+
+    [item] = run().items
+
+    assert item.message.startswith("Due refreshes are not being queued: 2 due tokens waited ")
+
+
 @pytest.mark.parametrize(("lag", "says"), [
     (30 * MINUTE, "Due refreshes are not being queued: 1 due token"),
     (30 * MINUTE + SECOND, "Refresh workers are not taking refreshes off the queue: 1 due "
