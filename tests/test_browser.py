@@ -4,6 +4,8 @@ registry (live server) and the fake Instagram."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +45,27 @@ def browser():
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+@contextmanager
+def signed_in_page(browser, live_server, django_user_model, *, password: str = PASSWORD,  # noqa: ANN001
+                   width: int = 1280, height: int = 800) -> Iterator:
+    """A page of a fresh browser context at `width`x`height`, signed in to the admin as a
+    new superuser "staff"; the context is closed afterwards. (Every browser test file's
+    page fixture starts here.)"""
+    django_user_model.objects.create_superuser("staff", "staff@example.com", password)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser, live_server, fake, settings, django_user_model):
     # Plain http on localhost: cookies marked Secure would not come back.
@@ -50,17 +73,9 @@ def page(browser, live_server, fake, settings, django_user_model):
     fake.add_app(CLIENT_ID, SECRET, [f"{live_server.url}/oauth/callback/"],
                  flavour="instagram_login", name="Shop feeds")
     fake.add_user("demo_user", id="17841405793187219")
-    django_user_model.objects.create_superuser("staff", "staff@example.com", PASSWORD)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "staff")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    yield page
-    context.close()
+    with signed_in_page(browser, live_server, django_user_model, width=1400,
+                        height=1000) as page:
+        yield page
 
 
 def add_app_and_account(page, live_server, label: str) -> Account:

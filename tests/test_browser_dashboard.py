@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Account, Event, InstagramApp, Token, TokenFile
-from tests.test_browser import PASSWORD, SCREENSHOT_DIR, browser  # noqa: F401  (fixture)
+from tests.test_browser import SCREENSHOT_DIR, browser, signed_in_page  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -66,18 +66,9 @@ def fifty_accounts() -> list[Account]:
 def laptop(browser, live_server, settings, django_user_model):  # noqa: F811
     """A signed-in superuser's page, 1280x800, and fifty accounts."""
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
-    django_user_model.objects.create_superuser("staff", "staff@example.com", PASSWORD)
     fifty_accounts()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "staff")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    yield page
-    context.close()
+    with signed_in_page(browser, live_server, django_user_model) as page:
+        yield page
 
 
 ROW_HEIGHTS = ("[...document.querySelectorAll('#dashboard-table tbody tr')]"

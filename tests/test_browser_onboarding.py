@@ -12,7 +12,7 @@ import pytest
 
 from accounts.models import Account, Event, InstagramApp
 from tests.fake_instagram import status
-from tests.test_browser import browser  # noqa: F401  (the module's chromium, shared)
+from tests.test_browser import browser, signed_in_page  # noqa: F401  (chromium, shared)
 
 pytestmark = pytest.mark.browser
 
@@ -30,17 +30,8 @@ def page(browser, live_server, fake, settings, django_user_model):  # noqa: F811
     fake.add_app(LOGIN_ID, LOGIN_SECRET, [callback], flavour="instagram_login",
                  name="Shop feeds")
     fake.add_user("demo_user", id="17841405793187219")
-    django_user_model.objects.create_superuser("staff", "staff@example.com", PASSWORD)
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "staff")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    yield page
-    context.close()
+    with signed_in_page(browser, live_server, django_user_model, password=PASSWORD) as page:
+        yield page
 
 
 def make_account(live_server, flavour: str, label: str) -> Account:
