@@ -342,7 +342,24 @@ class TokenFile(models.Model):
         return self.name
 
 
-class AlertDelivery(models.Model):
+class OutboxDelivery(models.Model):
+    """What every outbox row shares (alerts, change webhooks): its attempts, when the next
+    is due, and how it ended. `services.alert_outbox.delivery_attempt_record` keeps them."""
+
+    created_at = models.DateTimeField()
+    body = models.TextField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    abandoned_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+
+class AlertDelivery(OutboxDelivery):
     """One alert message for one channel (e-mail or webhook), kept until it is delivered.
 
     Written in the same transaction as the alert states it announces (an outbox), so a
@@ -353,19 +370,11 @@ class AlertDelivery(models.Model):
         EMAIL = "email", "E-mail"
         WEBHOOK = "webhook", "Webhook"
 
-    created_at = models.DateTimeField()
     channel = models.CharField(max_length=10, choices=Channel.choices)
     subject = models.CharField(max_length=300, blank=True)
-    body = models.TextField()
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(db_index=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    abandoned_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.CharField(max_length=300, blank=True)
 
-    class Meta:
+    class Meta(OutboxDelivery.Meta):
         verbose_name_plural = "alert deliveries"
-        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"{self.channel} alert of {local_text(self.created_at)}"
@@ -551,7 +560,7 @@ class WebhookState(models.Model):
         return f"Key {self.api_key_id}, account {self.account_id}: {self.changed_at:%Y-%m-%d}"
 
 
-class WebhookDelivery(models.Model):
+class WebhookDelivery(OutboxDelivery):
     """One change webhook for one consumer, kept until it is delivered (an outbox, like
     `AlertDelivery`): written in the transaction that notices the change, sent and retried
     with back-off by `webhook_deliveries_send`. `msg_id` is the Standard Webhooks
@@ -563,17 +572,9 @@ class WebhookDelivery(models.Model):
                                 related_name="+")
     msg_id = models.CharField(max_length=64, unique=True)
     event_type = models.CharField(max_length=40)
-    body = models.TextField()
-    created_at = models.DateTimeField()
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(db_index=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    abandoned_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.CharField(max_length=300, blank=True)
 
-    class Meta:
+    class Meta(OutboxDelivery.Meta):
         verbose_name_plural = "webhook deliveries"
-        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"{self.event_type} for {self.api_key_id} ({self.msg_id})"

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import AlertDelivery, Event, WebhookDelivery
+from ..models import AlertDelivery, Event, OutboxDelivery
 from .common import Actor, event_record
 from .signing import standard_webhook_headers
 
@@ -106,7 +106,7 @@ def alert_deliveries_send(*, now: datetime) -> DeliveryReport:
             failing.append(delivery.channel)
 
 
-def delivery_attempt_record(*, delivery: AlertDelivery | WebhookDelivery, error: str | None,
+def delivery_attempt_record(*, delivery: OutboxDelivery, error: str | None,
                             now: datetime) -> str:
     """Count one attempt on an outbox row (an alert or a change webhook, locked by the
     caller) and save it: delivered (`error` None), abandoned (the attempt that reaches
