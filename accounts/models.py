@@ -21,7 +21,7 @@ from .timeutil import local_text
 digits_only = RegexValidator(r"\A[0-9]+\Z", "Digits only.")
 
 # Used with fullmatch: "$" would also match before a trailing newline ("feed\n").
-_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def validate_token_filename(name: str) -> None:
@@ -41,7 +41,7 @@ def validate_token_filename(name: str) -> None:
         raise ValidationError("A token file name cannot be digits alone (the token API "
                               "would read it as an account id): add a letter.")
     # fullmatch: with match() and "$", a name ending in a newline would pass.
-    if not _SAFE_FILENAME.fullmatch(name):
+    if not SAFE_FILENAME.fullmatch(name):
         raise ValidationError(
             "Use at most 100 letters, digits, '.', '_' or '-', starting with a letter, "
             "digit or '_'."

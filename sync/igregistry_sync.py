@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_state(path: Path) -> dict[str, dict[str, Any]]:
-    """What was last written per local file (ETag, content hash, format, mode, group);
+    """What was last written per local file (ETag, content hash, format);
     {} if none or unreadable, and an entry of another shape is dropped (then that file is
     fetched in full once)."""
     try:
@@ -210,7 +210,9 @@ def checked_answer(response: requests.Response, remote: str) -> dict[str, Any]:
         raise SyncError("the registry's answer is not JSON") from None
     if not isinstance(answer, dict):
         raise SyncError("the registry's answer is not a JSON object")
-    if str(answer.get("account")) != remote and answer.get("token_file") != remote:
+    # An id names one account; a name may be its file or (export off) its username,
+    # which the answer need not repeat.
+    if remote.isdigit() and str(answer.get("account")) != remote:
         raise SyncError("the registry answered for another account")
     token = answer.get("access_token")
     if token is None:

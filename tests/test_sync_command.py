@@ -195,3 +195,16 @@ def test_two_accounts_into_one_file_is_a_usage_error(tmp_path):
     done = run("--registry", "http://127.0.0.1:1", "--dir", str(tmp_path), "--account", "1:dup",
                "--account", "2:dup", key="igr_x")
     assert done.returncode == 2 and "already another account's" in done.stderr
+
+
+def test_an_account_without_a_token_file_is_synced_by_its_name(registry, tmp_path):
+    """Export off at the registry (the website is elsewhere): the API gives no token
+    file name, and the account is still found and written under the name asked for."""
+    from accounts.models import Account
+
+    Account.objects.filter(pk=registry["feed"].pk).update(export_enabled=False)
+    site = tmp_path / "site"
+    done = run("--registry", registry["url"], "--dir", str(site), "--account", "shop_feed",
+               key=registry["key"])
+    assert done.returncode == 0, done.stderr
+    assert (site / "shop_feed").read_text() == registry["feed"].token.value

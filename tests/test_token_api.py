@@ -145,7 +145,7 @@ def test_each_read_is_logged_without_the_token(client, feed, key, caplog):
 
 def test_the_key_is_stored_only_as_a_hash(feed, key):
     row = ApiKey.objects.get()
-    assert row.key_hash == api_key_hash(key) and key not in row.key_hash
+    assert row.key_hash == api_key_hash(key)
     assert key.startswith(row.prefix) and len(key) > 40
 
 
@@ -240,3 +240,11 @@ def test_a_viewer_sees_where_a_webhook_goes_but_not_its_url(client, django_user_
     assert "https://site.example/" in text and "secret-path-key" not in text
     client.force_login(staff(django_user_model, "op", "operators"))
     assert "secret-path-key" in client.get(page).content.decode()
+
+
+def test_a_poll_costs_a_fixed_handful_of_queries(client, feed, key, django_assert_max_num_queries):
+    first = client.get(url("shop_feed"), **bearer(key))
+    # The key, the account with its app, token and file name, the scope: three reads.
+    with django_assert_max_num_queries(3):
+        again = client.get(url("shop_feed"), HTTP_IF_NONE_MATCH=first["ETag"], **bearer(key))
+    assert again.status_code == 304

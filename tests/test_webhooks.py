@@ -62,6 +62,9 @@ def test_a_refresh_sends_one_verifiable_change_webhook(consumer, hook):
     assert queued == 1 and report.delivered == ["site"]
     (request,) = hook.received
     payload = Webhook(secret).verify(request.body, headers_of(request))
+    # Signed as it left, not when the run began (a consumer allows 5 minutes).
+    sent_at = int(request.headers["webhook-timestamp"])
+    assert abs(sent_at - timezone.now().timestamp()) < 60
     assert payload["type"] == "token.changed"
     assert payload["data"]["account"] == feed.pk and payload["data"]["has_token"] is True
     assert payload["data"]["url"].endswith(reverse("api-token", args=[feed.pk]))
@@ -139,6 +142,18 @@ def test_a_consumer_that_keeps_failing_is_abandoned_and_others_still_served(
     dead = WebhookDelivery.objects.get(api_key__name="site")
     assert dead.abandoned_at is not None and dead.attempts == 3
     assert len(hook.received) == 3
+
+
+def test_an_account_added_to_a_keys_app_later_is_announced(fake, login_app, token_dir, hook):
+    services.api_key_create(name="agency", apps=[login_app], webhook_url=hook.url, user=None,
+                            now=timezone.now() - timedelta(minutes=5))
+    old = active_account(fake, login_app, "Before the key", exported=True)
+    Account.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=1))
+    new = active_account(fake, login_app, "After the key", exported=True)
+    queued, _ = services.token_webhooks_dispatch(now=timezone.now())
+    assert queued == 1
+    (request,) = hook.received
+    assert json.loads(request.body)["data"]["account"] == new.pk
 
 
 def test_only_consumers_whose_scope_covers_the_account_hear_of_it(consumer, hook, fake,

@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from ..models import Account, ApiKey, Token, TokenFile
-from . import token_file_name_given
+from ..models import Account, ApiKey, TokenFile
+from . import DEAD_TOKEN_STATUSES, current_file_name_expression, token_file_name_of
 
 KEY_PREFIX = "igr_"
 
@@ -30,26 +30,36 @@ def api_key_for(*, presented: str) -> ApiKey | None:
             .first())
 
 
+def _accounts() -> QuerySet[Account]:
+    # The token and app in the same query, the current file's name as a subquery; the
+    # app's secret is never read (nor decrypted) on this path.
+    return (Account.objects.select_related("app", "token").defer("app__app_secret")
+            .annotate(current_file_name=current_file_name_expression()))
+
+
 def account_for_api(*, name: str) -> Account | None:
     """The account a path names: its id (digits), else its token file name (the file it
-    owns now, its explicit token file name, or its username while it has neither)."""
-    accounts = Account.objects.select_related("app")
+    owns now, its explicit token file name, or its username while it has neither). The
+    account comes with its app, token and `current_file_name` (one query)."""
     if name.isascii() and name.isdigit():
-        return accounts.filter(pk=int(name)).first() if len(name) < 19 else None
-    current = (TokenFile.objects.filter(name=name, status=TokenFile.Status.CURRENT,
-                                        account__isnull=False).values("account_id").first())
-    if current is not None:
-        return accounts.filter(pk=current["account_id"]).first()
-    named = list(accounts.filter(Q(token_filename=name)
-                                 | Q(token_filename="", username=name,
-                                     token_files__isnull=True))[:2])
-    return named[0] if len(named) == 1 else None
+        return _accounts().filter(pk=int(name)).first() if len(name) < 19 else None
+    owns_now = TokenFile.objects.filter(name=name, status=TokenFile.Status.CURRENT,
+                                        account=OuterRef("pk"))
+    named = list(_accounts().filter(
+        Exists(owns_now) | Q(token_filename=name)
+        | Q(token_filename="", username=name, token_files__isnull=True)
+    ).order_by(~Exists(owns_now), "pk")[:2])
+    # The file it owns now wins; otherwise the name must be unambiguous.
+    if named and (len(named) == 1 or named[0].current_file_name == name):
+        return named[0]
+    return None
 
 
 def api_key_may_read(*, key: ApiKey, account: Account) -> bool:
-    """Whether the key's scope covers the account: named itself, or its app is."""
-    return (key.accounts.filter(pk=account.pk).exists()
-            or key.apps.filter(pk=account.app_id).exists())
+    """Whether the key's scope covers the account: named itself, or its app is (one
+    query)."""
+    return ApiKey.objects.filter(
+        Q(accounts=account) | Q(apps=account.app_id), pk=key.pk).exists()
 
 
 @dataclass(frozen=True)
@@ -65,11 +75,10 @@ def api_token(*, account: Account) -> ApiToken | None:
     token file, a dead token is given as it is (TOKEN_FILE_DEAD_TOKEN=keep) or as null
     (empty). The ETag is a hash of the whole answer: it changes with the token, its
     expiry, the status or an id, and tells nothing of the token."""
-    token = Token.objects.filter(account=account).first()
+    token = getattr(account, "token", None)  # loaded with the account (account_for_api)
     if token is None:
         return None
-    dead = account.status in (Account.Status.NEEDS_REAUTH, Account.Status.DEAUTHORIZED)
-    current = TokenFile.objects.filter(account=account, status=TokenFile.Status.CURRENT).first()
+    dead = account.status in DEAD_TOKEN_STATUSES
     document = {
         "account": account.pk,
         "label": account.label,
@@ -79,7 +88,8 @@ def api_token(*, account: Account) -> ApiToken | None:
         "access_token": (None if dead and settings.TOKEN_FILE_DEAD_TOKEN == "empty"
                          else token.value),
         "expires_at": token.expires_at.isoformat(),
-        "token_file": (token_file_name_given(account=account, current=current) or None)
+        "token_file": (token_file_name_of(account=account,
+                                          current_name=account.current_file_name) or None)
         if account.export_enabled else None,
         "instagram": {
             "id": account.ig_id or None,

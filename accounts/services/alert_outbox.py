@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import requests
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
@@ -31,7 +30,7 @@ from django.utils import timezone
 from .. import selectors
 from ..models import AlertDelivery, Event, OutboxDelivery
 from .common import Actor, event_record
-from .signing import standard_webhook_headers
+from .signing import standard_webhook_headers, webhook_post
 
 logger = logging.getLogger(__name__)
 
@@ -180,30 +179,17 @@ def _send_webhook(*, delivery: AlertDelivery) -> str | None:
     if not secret:
         # Settings refuse this combination at start-up; never send an unsigned body anyway.
         return "ALERT_WEBHOOK_SECRET is not set"
-    # The stored text, encoded: the signatures cover exactly the bytes that are sent,
-    # the same bytes at every attempt. Standard Webhooks headers (`webhooks`), with the
-    # delivery's id as `webhook-id` so a receiver drops a repeat; and, for receivers set
-    # up before them, the registry's own X-Igregistry-Signature.
-    body = delivery.body.encode()
+    # The stored text: the signatures cover exactly the bytes that are sent, the same
+    # bytes at every attempt. Standard Webhooks headers (`signing`), with the delivery's
+    # id as `webhook-id` so a receiver drops a repeat; and, for receivers set up before
+    # them, the registry's own X-Igregistry-Signature.
     headers = {
         **standard_webhook_headers(msg_id=f"alert_{delivery.pk}", body=delivery.body,
                                    secret=secret, now=timezone.now()),
-        SIGNATURE_HEADER: webhook_signature(body=body, secret=secret),
+        SIGNATURE_HEADER: webhook_signature(body=delivery.body.encode(), secret=secret),
     }
-    try:
-        response = requests.post(
-            url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS,
-            # A redirect would be followed as a GET without the body: count it as a failure.
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        return f"no answer within {WEBHOOK_TIMEOUT_SECONDS:g} s"
-    except requests.RequestException as exc:
-        # requests' messages quote the URL, and a chat webhook's URL holds its key.
-        return type(exc).__name__
-    if not 200 <= response.status_code < 300:
-        return f"HTTP {response.status_code}"
-    return None
+    return webhook_post(url=url, body=delivery.body, headers=headers,
+                        timeout=WEBHOOK_TIMEOUT_SECONDS)
 
 
 _SENDERS: dict[str, Callable[..., str | None]] = {

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 
 from .. import selectors
@@ -28,6 +27,7 @@ from ..models import Account, AlertDelivery, AlertState, SweepState
 from ..selectors import State
 from ..timeutil import utc_text
 from .alert_outbox import SUBJECT_PREFIX, alert_deliveries_send
+from .common import advisory_lock
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 2000
 # Serialises concurrent runs on PostgreSQL (a manual run while beat's runs): the second
 # waits, then reads the states the first wrote, and has nothing left to say twice.
-_ADVISORY_LOCK_KEY = zlib.crc32(b"igregistry.alerts_dispatch")
+_LOCK_NAME = b"igregistry.alerts_dispatch"
 # last_error is shown to staff already; this only bounds the size of a mail with many items.
 _LAST_ERROR_CHARS = 500
 
@@ -132,7 +132,7 @@ def alerts_dispatch(*, now: datetime) -> AlertReport:
     delivery by delivery."""
     report = AlertReport()
     with transaction.atomic():
-        _lock_run()
+        advisory_lock(name=_LOCK_NAME)
         report.items = _workers_items(now=now) + _compute_and_record(now=now)
         if report.items:
             report.queued = _queue(items=report.items, now=now)
@@ -152,13 +152,6 @@ def alerts_dispatch(*, now: datetime) -> AlertReport:
 
 
 # --- deciding ---------------------------------------------------------------------------
-
-
-def _lock_run() -> None:
-    # SQLite already lets one writer at a time; elsewhere there is no portable lock.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
 
 
 _SAME_PROBLEM = {State.EXPIRED, State.NEEDS_REAUTH}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection
 
 from .. import instagram
 from ..instagram import InstagramClient
@@ -135,3 +137,12 @@ def events_record(*, entries: list[EventEntry], actor: Actor | None = None,
     elif events:
         Event.objects.bulk_create(events)
     return events
+
+
+def advisory_lock(*, name: bytes) -> None:
+    """Hold a PostgreSQL advisory lock named `name` until the caller's transaction ends,
+    so two runs of one periodic job (two workers, or a slow run meeting the next) decide
+    one after the other. SQLite already admits one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(name)])

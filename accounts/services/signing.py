@@ -1,12 +1,14 @@
-"""Standard Webhooks signing (https://www.standardwebhooks.com/), shared by the alert
-webhook (`alert_outbox`) and the change webhooks (`webhooks`): made with the
-`standardwebhooks` library, so consumers verify with that library in any language."""
+"""Standard Webhooks (https://www.standardwebhooks.com/), shared by the alert webhook
+(`alert_outbox`) and the change webhooks (`webhooks`): the signing, made with the
+`standardwebhooks` library so consumers verify with that library in any language, and the
+POST itself."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
 
+import requests
 from standardwebhooks.webhooks import Webhook
 
 
@@ -25,3 +27,20 @@ def standard_webhook_headers(*, msg_id: str, body: str, secret: str,
 
 def new_msg_id() -> str:
     return "msg_" + secrets.token_hex(12)
+
+
+def webhook_post(*, url: str, body: str, headers: dict[str, str], timeout: float) -> str | None:
+    """POST `body` (sent as these exact UTF-8 bytes) to `url`. Returns None on a 2xx, else
+    why it failed, in words that never quote the URL (a webhook URL may hold a key): no
+    answer within `timeout` seconds, the kind of connection error, or the HTTP status. A
+    redirect counts as a failure: it would be followed as a GET without the body."""
+    try:
+        response = requests.post(url, data=body.encode(), headers=headers, timeout=timeout,
+                                 allow_redirects=False)
+    except requests.Timeout:
+        return f"no answer within {timeout:g} s"
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    if not 200 <= response.status_code < 300:
+        return f"HTTP {response.status_code}"
+    return None

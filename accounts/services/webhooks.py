@@ -1,6 +1,6 @@
 """Change webhooks: each consumer (an API key with a webhook URL) is told, once per change,
-that a token it may read changed, so it can fetch it again from the token API; and the
-signing both this webhook and the alert webhook use.
+that a token it may read changed, so it can fetch it again from the token API. Signed and
+posted as the alert webhook is (`signing`).
 
 Both follow the Standard Webhooks convention (https://www.standardwebhooks.com/): headers
 `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature` ("v1," and the
@@ -20,25 +20,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from ..models import Account, ApiKey, Event, WebhookDelivery, WebhookState
-from .alert_outbox import delivery_attempt_record
-from .common import Actor, event_record
-from .signing import new_msg_id, standard_webhook_headers
+from .alert_outbox import DeliveryReport, delivery_attempt_record
+from .common import Actor, advisory_lock, event_record
+from .signing import new_msg_id, standard_webhook_headers, webhook_post
 
 logger = logging.getLogger(__name__)
 
 ACTOR = Actor(job="webhooks")
 TIMEOUT_SECONDS = 5.0
 TOKEN_CHANGED = "token.changed"
+_LOCK_NAME = b"igregistry.token_changes_queue"
 
 
 # --- finding changes ------------------------------------------------------------------
@@ -54,19 +54,22 @@ def _fingerprint(row: dict) -> str:
 def token_changes_queue(*, now: datetime) -> int:
     """Queue a `token.changed` delivery to every consumer whose key may read an account
     whose token row changed since it was last told (a new token, a refresh, a new status,
-    the token gone). An account a key sees for the first time is recorded, not announced
-    (the consumer fetches it anyway). Returns the number of deliveries queued."""
+    the token gone). An account a key sees for the first time is announced only if it was
+    added after the key (a new account of a key's app); the others the consumer fetched
+    when it started. One run at a time (an advisory lock on PostgreSQL), so two runs never
+    announce one change twice. Returns the number of deliveries queued."""
     queued = 0
-    keys = ApiKey.objects.filter(revoked_at__isnull=True).exclude(webhook_url="")
-    for key in keys.prefetch_related("accounts", "apps"):
-        in_scope = Account.objects.filter(Q(pk__in=[a.pk for a in key.accounts.all()])
-                                          | Q(app__in=[a.pk for a in key.apps.all()]))
-        rows = in_scope.values("pk", "status", "token__pk", "token__obtained_at",
-                               "token__expires_at", "token__last_refreshed_at",
-                               "token_filename")
-        known = dict(WebhookState.objects.filter(api_key=key)
-                     .values_list("account_id", "fingerprint"))
-        with transaction.atomic():
+    with transaction.atomic():
+        advisory_lock(name=_LOCK_NAME)
+        keys = ApiKey.objects.filter(revoked_at__isnull=True).exclude(webhook_url="")
+        for key in keys.prefetch_related("accounts", "apps"):
+            in_scope = Account.objects.filter(Q(pk__in=[a.pk for a in key.accounts.all()])
+                                              | Q(app__in=[a.pk for a in key.apps.all()]))
+            rows = in_scope.values("pk", "status", "created_at", "token__pk",
+                                   "token__obtained_at", "token__expires_at",
+                                   "token__last_refreshed_at")
+            known = dict(WebhookState.objects.filter(api_key=key)
+                         .values_list("account_id", "fingerprint"))
             for row in rows:
                 fingerprint = _fingerprint(row)
                 if known.get(row["pk"]) == fingerprint:
@@ -74,7 +77,7 @@ def token_changes_queue(*, now: datetime) -> int:
                 WebhookState.objects.update_or_create(
                     api_key=key, account_id=row["pk"],
                     defaults={"fingerprint": fingerprint, "changed_at": now})
-                if row["pk"] in known:
+                if row["pk"] in known or row["created_at"] > key.created_at:
                     _queue(key=key, row=row, now=now)
                     queued += 1
     return queued
@@ -102,13 +105,8 @@ def _queue(*, key: ApiKey, row: dict, now: datetime) -> None:
 # --- sending ------------------------------------------------------------------------
 
 
-@dataclass
-class WebhookReport:
-    """Deliveries a run sent, failed (to be retried) and gave up on, by consumer name."""
-
-    delivered: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    abandoned: list[str] = field(default_factory=list)
+# What a run did, by consumer name: the alert outbox's report.
+WebhookReport = DeliveryReport
 
 
 def webhook_deliveries_send(*, now: datetime) -> WebhookReport:
@@ -133,29 +131,22 @@ def webhook_deliveries_send(*, now: datetime) -> WebhookReport:
             if delivery is None:
                 return report
             tried.append(delivery.pk)
-            error = _post(delivery=delivery, now=now)
+            error = _post(delivery=delivery)
             outcome = _record(delivery=delivery, error=error, now=now)
         getattr(report, outcome).append(delivery.api_key.name)
         if error is not None:
             failing.append(delivery.api_key_id)
 
 
-def _post(*, delivery: WebhookDelivery, now: datetime) -> str | None:
+def _post(*, delivery: WebhookDelivery) -> str | None:
     key = delivery.api_key
-    if key.revoked_at is not None or not key.webhook_url:
-        return "the key was revoked or its webhook removed"
+    if key.revoked_at is not None:  # revoked while this run was sending
+        return "the key was revoked"
+    # Signed as it leaves, not when the run began: a consumer checks the timestamp.
     headers = standard_webhook_headers(msg_id=delivery.msg_id, body=delivery.body,
-                                       secret=key.webhook_secret, now=now)
-    try:
-        response = requests.post(key.webhook_url, data=delivery.body.encode(), headers=headers,
-                                 timeout=TIMEOUT_SECONDS, allow_redirects=False)
-    except requests.Timeout:
-        return f"no answer within {TIMEOUT_SECONDS:g} s"
-    except requests.RequestException as exc:
-        return type(exc).__name__  # its message quotes the URL, which may hold a key
-    if not 200 <= response.status_code < 300:
-        return f"HTTP {response.status_code}"
-    return None
+                                       secret=key.webhook_secret, now=timezone.now())
+    return webhook_post(url=key.webhook_url, body=delivery.body, headers=headers,
+                        timeout=TIMEOUT_SECONDS)
 
 
 def _record(*, delivery: WebhookDelivery, error: str | None, now: datetime) -> str:

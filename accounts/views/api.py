@@ -9,9 +9,7 @@ one that hands out the token is also an event on the account."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -20,12 +18,12 @@ from django.utils.cache import get_conditional_response
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from ..models import SAFE_FILENAME
 from ..selectors import api as api_selectors
 from ..services import api_keys
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 _OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
 
 
@@ -59,7 +57,8 @@ def token_read(request: HttpRequest, account: str) -> HttpResponse:
         if not given:
             return _error(401, "missing_key", "Send the API key: Authorization: Bearer igr_...")
         return _error(401, "invalid_key", "That API key is unknown or revoked.")
-    if not _NAME.fullmatch(account):
+    # The shape of a token file name (an id is one too): anything else names no account.
+    if not SAFE_FILENAME.fullmatch(account):
         return _error(400, "bad_request", "Name the account by its id or token file name.")
     if len(request.headers.get("If-None-Match", "")) > 200:
         return _error(400, "bad_request", "If-None-Match is too long to be an ETag.")
@@ -96,5 +95,5 @@ def _headers(response: HttpResponse, etag: str) -> HttpResponse:
 
 @require_GET
 def openapi(request: HttpRequest) -> HttpResponse:
-    """The token API's OpenAPI 3 document (public: it holds no secret)."""
-    return JsonResponse(json.loads(_OPENAPI.read_text()))
+    """The token API's OpenAPI 3 document (public: it holds no secret), as the file is."""
+    return HttpResponse(_OPENAPI.read_bytes(), content_type="application/json")
