@@ -307,3 +307,17 @@ def test_event_admin_has_no_bulk_delete(admin_client, event):
     assert response.status_code in (200, 302)
     assert Event.objects.filter(pk=event.pk).exists()
     assert "delete_selected" not in admin_client.get(url).content.decode()
+
+
+def test_lists_filtered_by_app_never_decrypt_an_app_secret(admin_client, login_app):
+    """The "by app" filters of the account, data-deletion and owner-link lists read the
+    apps' names only: one secret no key decrypts must not fail the pages."""
+    from django.db import connection
+
+    Account.objects.create(app=login_app, label="Shop")
+    with connection.cursor() as cursor:  # raw: the field would encrypt whatever it gets
+        cursor.execute("UPDATE accounts_instagramapp SET app_secret = %s WHERE id = %s",
+                       ["not-a-fernet-token", login_app.pk])
+    for name in ("account", "datadeletionrequest", "ownerlink"):
+        page = admin_client.get(reverse(f"admin:accounts_{name}_changelist"))
+        assert page.status_code == 200, name

@@ -45,6 +45,17 @@ def test_application_log_lines_are_redacted():
     assert "access_token=[redacted]" in err and "IGAAxyz789" not in err
 
 
+def test_a_traceback_in_the_log_is_redacted_too():
+    with console_of("") as out:
+        try:
+            raise ConnectionError("GET /refresh_access_token?access_token=IGAAtraceback42 failed")
+        except ConnectionError:
+            logging.getLogger("accounts").exception("refresh: unexpected error")
+    err = out.getvalue()
+    assert "Traceback" in err and "ConnectionError" in err
+    assert "access_token=[redacted]" in err and "IGAAtraceback42" not in err
+
+
 def test_no_error_mails_with_request_details():
     # Django's AdminEmailHandler mails GET parameters and the raw URL unfiltered.
     for name in ("django", "django.request", "django.server", ""):

@@ -21,7 +21,7 @@ from ..services import Actor
 from ..timeutil import days_text, deadline_text, local_text
 from .account_actions import AccountActionsMixin
 from .account_pages import AccountPagesMixin
-from .base import RegistryModelAdmin
+from .base import AppFilter, RegistryModelAdmin
 
 
 @admin.register(Account)
@@ -30,7 +30,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     list_display = [
         "label", "app", "username", "status", "expires_in", "token_hint", "token_file"
     ]
-    list_filter = ["status", "app"]
+    list_filter = ["status", ("app", AppFilter)]
     # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
     search_fields = ["label", "username", "=ig_id", "=ig_user_id", "=ig_exchange_user_id"]
     list_select_related = ["app", "token"]

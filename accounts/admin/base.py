@@ -8,6 +8,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
+from .. import selectors
 from ..crypto import EncryptedTextField
 from ..return_to import NEXT
 
@@ -58,3 +59,12 @@ class KeepsNextChangeList(ChangeList):
         lookup_params = super().get_filters_params(params)
         lookup_params.pop(NEXT, None)
         return lookup_params
+
+
+class AppFilter(admin.RelatedFieldListFilter):
+    """The "by app" filter, from the apps' ids and names only: Django's own loads whole
+    app rows, decrypting every app secret for each list page (and failing the page on
+    one no key in ENCRYPTION_KEYS decrypts)."""
+
+    def field_choices(self, field, request, model_admin):  # noqa: ANN001, ANN201
+        return [(app.pk, app.name) for app in selectors.instagram_apps_named()]

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..models import DataDeletionRequest
-from .base import RegistryModelAdmin
+from .base import AppFilter, RegistryModelAdmin
 
 
 @admin.register(DataDeletionRequest)
@@ -18,7 +18,7 @@ class DataDeletionRequestAdmin(RegistryModelAdmin):
 
     list_display = ["received_at", "confirmation_code", "app", "status", "accounts_erased",
                     "completed_at"]
-    list_filter = ["status", "app"]
+    list_filter = ["status", ("app", AppFilter)]
     search_fields = ["confirmation_code"]
     date_hierarchy = "received_at"
     fields = ["confirmation_code", "app", "status", "accounts_erased", "received_at",

@@ -17,7 +17,7 @@ from django.utils import timezone
 from .. import selectors, services
 from ..models import OwnerLink
 from ..selectors import OwnerLinkState
-from .base import RegistryModelAdmin
+from .base import AppFilter, RegistryModelAdmin
 
 
 class OwnerLinkStateFilter(admin.SimpleListFilter):
@@ -40,7 +40,7 @@ class OwnerLinkStateFilter(admin.SimpleListFilter):
 class OwnerLinkAdmin(RegistryModelAdmin):
     list_display = ["account", "created_by", "created_at", "expires_at", "state", "used_at",
                     "revoked_by"]
-    list_filter = [OwnerLinkStateFilter, "account__app"]
+    list_filter = [OwnerLinkStateFilter, ("account__app", AppFilter)]
     search_fields = ["account__label"]
     list_select_related = ["account", "created_by", "revoked_by"]
     date_hierarchy = "created_at"

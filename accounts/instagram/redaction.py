@@ -26,9 +26,15 @@ def mask(secret: str | None) -> str:
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Rewrite a log record's message so no secret parameter survives formatting."""
+    """Rewrite a log record's message, and the traceback it carries, so no secret
+    parameter survives formatting (an exception's text may quote a URL with a token)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.exc_text:
+            # Formatted once here, cleaned, and kept as the text every handler prints;
+            # the raw exception is dropped so no handler formats it again.
+            record.exc_text = redact_secrets(_TRACEBACKS.formatException(record.exc_info))
+            record.exc_info = None
         try:
             message = record.getMessage()
         except Exception:  # a broken format string is the caller's bug, not ours to hide
@@ -37,6 +43,9 @@ class RedactSecretsFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 # urllib3 logs "GET /refresh_access_token?...&access_token=... HTTP/1.1" at DEBUG, whatever

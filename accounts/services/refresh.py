@@ -385,7 +385,10 @@ class _ChunkRun:
             Token.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("account")
             .defer("value")
-            .annotate(stored_value=Cast("value", output_field=TextField()))
+            .annotate(stored_value=Cast("value", output_field=TextField()),
+                      # For a failure's guidance (some depend on the flavour): not a
+                      # query per failed token when every token fails.
+                      app_flavour=F("account__app__flavour"))
             .filter(account_id__in=account_ids)
         )
         missing = set(account_ids) - {token.account_id for token in locked}
@@ -526,9 +529,11 @@ def _record_failure(*, token: Token, exc: InstagramError, actor: Actor,
     the account once, with what to do, and holds the token until staff act; anything else
     is an error the next sweep retries."""
     account = token.account
-    # The flavour alone: the app row also holds the secret, which need not be decrypted.
-    flavour = InstagramApp.objects.filter(pk=account.app_id).values_list(
-        "flavour", flat=True).first()
+    flavour = getattr(token, "app_flavour", None)  # read with the round's rows (_claim)
+    if flavour is None:
+        # The flavour alone: the app row also holds the secret, which need not be decrypted.
+        flavour = InstagramApp.objects.filter(pk=account.app_id).values_list(
+            "flavour", flat=True).first()
     guidance = guidance_for_error(exc, flavour=flavour)
     advice = f" {guidance.advice}" if guidance else ""
     if isinstance(exc, TokenInvalid):
