@@ -19,7 +19,7 @@ from django.urls import reverse
 from . import selectors
 from .models import Account, InstagramApp
 from .selectors import State
-from .timeutil import days_text, local_text
+from .timeutil import days_text, local_text, plural
 
 PAGE_SIZE = 50
 # The SVG's own coordinates; the page scales it to its full width.
@@ -140,11 +140,6 @@ class Dashboard:
     def total_text(self) -> str:
         """`1 account`, `33 accounts`: the accounts the page lists, over every page."""
         return plural(self.page.paginator.count, "account")
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 account`, `0 accounts`, `2 accounts`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 class _PageWindow:
@@ -299,7 +294,6 @@ class _RowUrls:
 def _row(account: Account, *, now: datetime, paused_until: datetime | None,
          urls: _RowUrls) -> Row:
     token = getattr(account, "token", None)
-    exported = account.export_enabled and token is not None and token.kind == "long"
     next_refresh = selectors.next_refresh_at(account=account, now=now,
                                              paused_until=paused_until)
     time_left = days_text(token.expires_at, now=now) if token is not None else ""
@@ -309,7 +303,7 @@ def _row(account: Account, *, now: datetime, paused_until: datetime | None,
         state_label=State.LABELS[account.state],
         next_refresh_at=next_refresh,
         action_needed=State.ACTIONS.get(account.state, ""),
-        file_state=account.file_state if exported else selectors.FileState.NOT_EXPORTED,
+        file_state=selectors.FileState.shown(account=account, token=token),
         file_name=(selectors.token_file_name_of(account=account,
                                                 current_name=account.current_file_name)
                    if account.export_enabled else ""),

@@ -55,8 +55,9 @@ def local_text(value: datetime | None) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname() or local.strftime('%z')}"
 
 
-def _plural(count: int, unit: str) -> str:
-    return f"{count} {unit}{'' if count == 1 else 's'}"
+def plural(count: int, noun: str) -> str:
+    """`1 account`, `0 accounts`, `2 accounts`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def days_text(value: datetime, *, now: datetime) -> str:
@@ -68,9 +69,9 @@ def days_text(value: datetime, *, now: datetime) -> str:
         return "now"
     amount = abs(seconds)
     if amount >= _DAY:
-        span = _plural(int(amount // _DAY), "day")
+        span = plural(int(amount // _DAY), "day")
     elif amount >= _HOUR:
-        span = _plural(int(amount // _HOUR), "hour")
+        span = plural(int(amount // _HOUR), "hour")
     else:
         span = "under an hour"
     return f"{span} left" if seconds > 0 else f"{span} ago"

@@ -19,10 +19,10 @@ from accounts.instagram import (
     TokenInvalid,
     Transient,
     Unreachable,
-    explain,
     failure_text,
     guidance_for,
     guidance_for_error,
+    with_advice,
 )
 from accounts.instagram import guidance as g
 from accounts.models import Account, Event, InstagramApp, Token
@@ -44,35 +44,23 @@ def flat_error(message: str):  # noqa: ANN201
 # --- the message -> guidance table ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("message", "code", "flavour", "key"), [
-    ("Insufficient developer role", None, None, "insufficient_role"),
-    ("Error validating verification code. Please make sure your redirect_uri is identical "
-     "to the one you used in the OAuth dialog request.", None, None, "redirect_mismatch"),
-    ("Invalid redirect_uri", None, None, "redirect_mismatch"),
-    ("Invalid platform app", None, None, "invalid_platform_app"),
-    ("Invalid Client Secret", None, None, "invalid_secret"),
-    ("This authorization code has been used", None, None, "code_used"),
-    ("Matching code was not found or was already used", None, None, "code_not_found"),
-    ("Unsupported request - method type: get", 100, "basic_display", "retired_api"),
-    ("Invalid scope: business_basic", None, None, "invalid_scope"),
-    ("access_denied: The user denied your request", None, None, "denied"),
-])
-def test_each_known_message_has_its_guidance(message, code, flavour, key):
-    guidance = guidance_for(message, code=code, flavour=flavour)
-    assert guidance is not None and guidance.key == key
-    assert guidance.advice.endswith(".") and guidance.advice.count(". ") <= 1  # one sentence
+@pytest.mark.parametrize(("message", "code", "expected"), g.EXAMPLES,
+                         ids=[guidance.key for _, _, guidance in g.EXAMPLES])
+def test_each_example_shown_on_the_app_page_maps_to_its_guidance(message, code, expected):
+    flavour = "basic_display" if expected is g.RETIRED_API else None
+    assert guidance_for(message, code=code, flavour=flavour) is expected
+    assert expected.advice.endswith(".") and expected.advice.count(". ") <= 1  # one sentence
 
 
-def test_every_example_shown_on_the_app_page_maps_to_its_guidance():
-    for message, code, guidance in g.EXAMPLES:
-        flavour = "basic_display" if guidance is g.RETIRED_API else None
-        assert guidance_for(message, code=code, flavour=flavour) is guidance
+def test_every_rule_has_an_example():
+    assert {rule.guidance for rule in g.RULES} == {guidance for _, _, guidance in g.EXAMPLES}
 
 
 def test_an_unknown_message_has_no_guidance_and_is_a_plain_refusal():
     exc = InstagramError("Something new went wrong", status=400, code=9)
     assert guidance_for_error(exc) is None
-    assert explain(exc) == "Instagram refused: Something new went wrong (code 9) [HTTP 400]."
+    assert failure_text(exc) == "Instagram refused: Something new went wrong (code 9) [HTTP 400]"
+    assert with_advice(exc.message) == exc.message
 
 
 def test_unsupported_request_means_a_retired_api_only_on_a_basic_display_app():
@@ -86,15 +74,15 @@ def test_failures_are_worded_by_what_they_are():
     network = Unreachable("Could not reach Instagram for /oauth/access_token (ConnectionError).")
     assert failure_text(network).startswith("could not reach Instagram: ")
     assert guidance_for_error(network) is g.NETWORK
-    assert "refused" not in explain(network)
+    assert "refused" not in failure_text(network)
     refusal = InstagramError("Invalid platform app", status=400, code=400)
     assert failure_text(refusal) == "Instagram refused: Invalid platform app (code 400) [HTTP 400]"
     failed = Transient("no usable answer from /me", status=502)
     assert failure_text(failed) == "Instagram failed: no usable answer from /me [HTTP 502]"
     # Instagram's own failure: said once, with what to do (nothing, but wait).
-    assert explain(failed).count("Instagram failed") == 1
     assert guidance_for_error(failed) is g.INSTAGRAM_FAILED
-    assert "try again in a few minutes" in explain(failed).lower()
+    assert "try again in a few minutes" in g.INSTAGRAM_FAILED.advice.lower()
+    assert "Instagram failed" not in g.INSTAGRAM_FAILED.advice
     assert failure_text(KeyError("x")) == "the registry failed: KeyError"
 
     class Ours(InstagramError):
@@ -452,6 +440,23 @@ def test_the_checklist_shows_the_last_failed_attempt_with_its_guidance(admin_cli
     assert "The last attempt failed" in html and "Instagram Testers" in html
 
 
+def test_the_checklist_adds_the_guidance_a_stored_failure_lacks(admin_client, login_account):
+    # A failure recorded before the guidance existed: its message holds no advice.
+    Event.objects.create(account=login_account, action="authorize", outcome="failed",
+                         created_at=timezone.now(),
+                         message="Code exchange failed: Insufficient developer role (code 400)")
+    html = steps_of(admin_client, login_account)["authorized"][1]
+    assert ("The last attempt failed: Code exchange failed: Insufficient developer role "
+            "(code 400). The Instagram account has no role on this app") in html
+
+
+def test_with_advice_adds_the_guidance_once():
+    text = "Refresh failed: Invalid platform app (code 400)."
+    guided = with_advice(text, lead="What to do: ")
+    assert guided == f"{text} What to do: {g.INVALID_PLATFORM_APP.advice}"
+    assert with_advice(guided, lead="What to do: ") == guided
+
+
 def test_only_operators_tick_the_role(client, login_account, django_user_model):
     from django.contrib.auth.models import Permission
 
@@ -485,6 +490,12 @@ def test_role_confirmation_is_idempotent(login_account):
     services.account_role_confirm(account=login_account, confirmed=False, actor=ACTOR, now=now)
     assert selectors.account_role_confirmation(account=login_account).action == \
         "role_unconfirmed"
+
+
+def test_unticking_a_role_never_ticked_records_nothing(login_account):
+    assert services.account_role_confirm(account=login_account, confirmed=False, actor=ACTOR,
+                                         now=timezone.now()) is None
+    assert selectors.account_role_confirmation(account=login_account) is None
 
 
 def test_the_add_page_shows_the_redirect_uri_to_register(admin_client, db):

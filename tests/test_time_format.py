@@ -66,18 +66,6 @@ def test_deadline_text(settings):
     assert deadline_text(None, now=NOW) == ""
 
 
-def test_template_filters(settings):
-    settings.TIME_ZONE = "Europe/Berlin"
-    soon = timezone.now() + timedelta(days=3, hours=1)
-    text = Template("{% load registry_time %}{{ t|when }}|{{ t|days_left }}|{{ t|deadline }}|"
-                    "{{ none|when }}").render(Context({"t": soon, "none": None}))
-    when, left, both, empty = text.split("|")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d CES?T", when)
-    assert left == "3 days left"
-    assert both == f"{when} (3 days left)"
-    assert empty == ""
-
-
 def test_djangos_own_date_format_is_the_same():
     # Django's columns and read-only fields (igregistry/formats).
     text = Template("{{ t }}|{{ t|date }}|{{ t|date:'SHORT_DATETIME_FORMAT' }}").render(

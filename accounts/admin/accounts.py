@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from .. import selectors, services
 from ..crypto import DecryptionError, decrypt
 from ..forms import AccountForm
-from ..instagram import guidance_for, mask
+from ..instagram import mask, with_advice
 from ..models import Account
 from ..selectors import FileState
 from ..services import Actor
@@ -33,7 +33,6 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     list_filter = ["status", ("app", AppFilter)]
     # Exact ids, as Meta's tools and webhooks name them: any of the three finds it.
     search_fields = ["label", "username", "=ig_id", "=ig_user_id", "=ig_exchange_user_id"]
-    list_select_related = ["app", "token"]
     change_form_template = "admin/accounts/account/change_form.html"
     fieldsets = [
         (None, {"fields": ["app", "label"]}),
@@ -59,9 +58,10 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         if token is None:
             return "—"
-        stored = getattr(obj, "token_ciphertext", None)
+        # The stored text comes with every row (get_queryset); '' only for an empty value.
+        stored = obj.token_ciphertext
         try:
-            return mask(decrypt(stored) if stored else token.value)
+            return mask(decrypt(stored) if stored else "")
         except DecryptionError:
             return "cannot be decrypted (ENCRYPTION_KEYS)"
 
@@ -92,8 +92,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         # The token is decrypted one row at a time (for the hint), from its stored text
         # loaded with the row: a value no key decrypts spoils its own cell, not the whole
-        # list, and no row costs a query of its own. The app comes with the row too (the
-        # list's select_related is not applied to a queryset that already has one).
+        # list, and no row costs a query of its own. The app comes with the row too.
         return (
             super().get_queryset(request)
             .select_related("app", "token")
@@ -134,8 +133,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         token = getattr(obj, "token", None)
         if token is None or token.last_refreshed_at is None:
             return "—"
-        moment = token.last_refreshed_at
-        return f"{local_text(moment)} ({days_text(moment, now=timezone.now())})"
+        return deadline_text(token.last_refreshed_at, now=timezone.now())
 
     @admin.display(description="permissions")
     def permissions(self, obj: Account) -> str:
@@ -152,10 +150,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         the text does not say it yet (errors recorded before the guidance existed)."""
         if not obj.last_error:
             return "—"
-        guidance = guidance_for(obj.last_error, flavour=obj.app.flavour)
-        if guidance is None or guidance.advice in obj.last_error:
-            return obj.last_error
-        return f"{obj.last_error} What to do: {guidance.advice}"
+        return with_advice(obj.last_error, flavour=obj.app.flavour, lead="What to do: ")
 
     # Not named file_state: Django would show the model's field of that name (the raw
     # `not_exported`) rather than this method.
@@ -164,8 +159,7 @@ class AccountAdmin(AccountActionsMixin, AccountPagesMixin, RegistryModelAdmin):
         """The file's name (as the dashboard names it: the explicit one, the one it
         writes now, else the username it will take) and its state in words."""
         token = getattr(obj, "token", None)
-        exported = obj.export_enabled and token is not None and token.kind == "long"
-        label = FileState.describe(obj.file_state if exported else FileState.NOT_EXPORTED,
+        label = FileState.describe(FileState.shown(account=obj, token=token),
                                    export_enabled=obj.export_enabled)
         name = selectors.token_file_name_of(account=obj,
                                             current_name=getattr(obj, "current_file_name", None))

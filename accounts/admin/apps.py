@@ -7,7 +7,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -25,8 +24,7 @@ class InstagramAppAdmin(RegistryModelAdmin):
     list_display = ["name", "flavour", "app_id", "redirect_uri", "secret_hint"]
     list_filter = ["flavour"]
     search_fields = ["name", "app_id"]
-    readonly_fields = ["secret_hint", "secret_withheld", "deauthorize_callback_url",
-                       "data_deletion_url", "meta_setup"]
+    readonly_fields = ["secret_hint", "secret_withheld", "meta_setup"]
 
     @admin.display(description="app secret")
     def secret_hint(self, obj: InstagramApp) -> str:
@@ -45,17 +43,9 @@ class InstagramAppAdmin(RegistryModelAdmin):
             return self.list_display
         return [name for name in self.list_display if name != "secret_hint"]
 
-    # Meta's callbacks: what to paste into the app's settings at Meta. Not secret (each
-    # request is signed with the app's secret), so viewers see them too.
-    @admin.display(description="deauthorize callback URL")
-    def deauthorize_callback_url(self, obj: InstagramApp) -> SafeString:
-        return _copyable(selectors.meta_callback_urls(app_pk=obj.pk).deauthorize)
-
-    @admin.display(description="data deletion request URL")
-    def data_deletion_url(self, obj: InstagramApp) -> SafeString:
-        return _copyable(selectors.meta_callback_urls(app_pk=obj.pk).data_deletion)
-
-    # Everything to enter at Meta, ready to copy, and what the flavour asks of accounts.
+    # Everything to enter at Meta, ready to copy (Meta's callback URLs too, once the app is
+    # saved: not secret, each request is signed with the app's secret, so viewers see them),
+    # and what the flavour asks of accounts.
     @admin.display(description="set up at Meta")
     def meta_setup(self, obj: InstagramApp) -> SafeString:
         setup = selectors.meta_setup(app=obj if obj.pk else None, flavour=obj.flavour)
@@ -83,25 +73,9 @@ class InstagramAppAdmin(RegistryModelAdmin):
             # Django shows a read-only field's model value: for a viewer that would be the
             # whole secret. Someone who cannot change it sees that it is set, nothing more.
             fields[fields.index("app_secret")] = "secret_withheld"
-        if obj is not None:  # the URLs name the app's id: none before it is saved
-            fields += ["deauthorize_callback_url", "data_deletion_url"]
         return [*fields, "meta_setup"]
 
     # Error reports (DEBUG pages) must not show the typed secret.
     @method_decorator(sensitive_post_parameters("app_secret"))
     def changeform_view(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         return super().changeform_view(*args, **kwargs)
-
-
-def _copyable(url: str) -> SafeString:
-    """The URL as read-only text, selected on focus, with a button that copies it."""
-    return format_html(
-        '<input type="text" readonly value="{}" size="80" class="vTextField meta-callback-url" '
-        'onfocus="this.select()"> '
-        '<button type="button" class="button" '
-        'onclick="navigator.clipboard.writeText(this.previousElementSibling.value)">'
-        "Copy</button>"
-        '<div class="help">Paste into the app\'s settings at Meta (must be HTTPS: '
-        "SITE_URL).</div>",
-        url,
-    )

@@ -28,12 +28,13 @@ from .errors import (
 from .flavours import (
     ALLOWED_SCOPES,
     BASIC_DISPLAY_SHUTDOWN,
+    BUSINESS_SCOPES_RETIRED,
     DEFAULT_SCOPES,
     Flavour,
     ScopeCheck,
     scopes_check,
 )
-from .guidance import Guidance, explain, failure_text, guidance_for, guidance_for_error
+from .guidance import Guidance, failure_text, guidance_for, guidance_for_error, with_advice
 from .redaction import RedactSecretsFilter, mask, redact_secrets
 from .signed_request import (
     SignedRequest,
@@ -46,6 +47,7 @@ from .usage import Usage
 __all__ = [
     "ALLOWED_SCOPES",
     "BASIC_DISPLAY_SHUTDOWN",
+    "BUSINESS_SCOPES_RETIRED",
     "DEFAULT_SCOPES",
     "CallbackParams",
     "Flavour",
@@ -66,7 +68,6 @@ __all__ = [
     "Unreachable",
     "Usage",
     "clean_code",
-    "explain",
     "failure_text",
     "guidance_for",
     "guidance_for_error",
@@ -77,4 +78,5 @@ __all__ = [
     "scopes_check",
     "signed_request_parse",
     "signed_request_sign",
+    "with_advice",
 ]

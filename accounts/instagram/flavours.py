@@ -21,6 +21,8 @@ class Flavour(StrEnum):
 
 # The Basic Display API was shut down on this day: every call has failed since.
 BASIC_DISPLAY_SHUTDOWN = "2024-12-04"
+# The old business_* scope names stopped working on this day (instagram_business_* since).
+BUSINESS_SCOPES_RETIRED = "2025-01-27"
 
 DEFAULT_SCOPES: dict[Flavour, tuple[str, ...]] = {
     Flavour.BASIC_DISPLAY: ("user_profile", "user_media"),
@@ -46,7 +48,8 @@ _RETIRED_BUSINESS = {
 }
 REFUSED_SCOPES: dict[Flavour, dict[str, str]] = {
     Flavour.INSTAGRAM_LOGIN: {
-        **{old: f"retired on 2025-01-27: use {new}" for old, new in _RETIRED_BUSINESS.items()},
+        **{old: f"retired on {BUSINESS_SCOPES_RETIRED}: use {new}"
+           for old, new in _RETIRED_BUSINESS.items()},
         "user_profile": "a Basic Display scope: use instagram_business_basic",
         "user_media": "a Basic Display scope: use instagram_business_basic",
     },
@@ -54,8 +57,9 @@ REFUSED_SCOPES: dict[Flavour, dict[str, str]] = {
         **{name: ("an Instagram Login scope: make this an Instagram Login app (Basic Display "
                   f"was shut down on {BASIC_DISPLAY_SHUTDOWN})")
            for name in ALLOWED_SCOPES[Flavour.INSTAGRAM_LOGIN]},
-        **{old: (f"retired on 2025-01-27, and an Instagram Login scope: make this an "
-                 f"Instagram Login app and use {new}") for old, new in _RETIRED_BUSINESS.items()},
+        **{old: (f"retired on {BUSINESS_SCOPES_RETIRED}, and an Instagram Login scope: make "
+                 f"this an Instagram Login app and use {new}")
+           for old, new in _RETIRED_BUSINESS.items()},
     },
 }
 

@@ -189,12 +189,14 @@ def failure_text(exc: BaseException) -> str:
     return f"the registry failed: {type(exc).__name__}"
 
 
-def explain(exc: BaseException, *, flavour: str | None = None) -> str:
-    """`failure_text` as a sentence, followed by the guidance when there is one."""
-    text = failure_text(exc)
-    text = text[0].upper() + text[1:] + "."
-    guidance = guidance_for_error(exc, flavour=flavour)
-    return f"{text} {guidance.advice}" if guidance else text
+def with_advice(text: str, *, flavour: str | None = None, lead: str = "") -> str:
+    """`text` followed by `lead` and the guidance for the Meta message it holds, unless
+    there is none or `text` says it already (errors recorded before the guidance existed
+    do not)."""
+    guidance = guidance_for(text, flavour=flavour)
+    if guidance is None or guidance.advice in text:
+        return text
+    return f"{text} {lead}{guidance.advice}"
 
 
 def _bare(exc: BaseException) -> str:

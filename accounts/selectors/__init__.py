@@ -422,6 +422,13 @@ class FileState:
     PROBLEMS = frozenset({MISSING, STALE, WRONG_MODE, WRONG_GROUP, UNWRITABLE, NAME_TAKEN})
 
     @classmethod
+    def shown(cls, *, account: Account, token: Token | None) -> str:
+        """The state a page shows: the stored one when the file is exported (export on
+        and a long-lived token to write), else NOT_EXPORTED."""
+        exported = account.export_enabled and token is not None and token.kind == "long"
+        return account.file_state if exported else cls.NOT_EXPORTED
+
+    @classmethod
     def describe(cls, state: str, *, export_enabled: bool) -> str:
         """The state in words for a page (never the raw `not_exported`): `export off`,
         `not written yet` (export on, no long-lived token to write), or the label."""

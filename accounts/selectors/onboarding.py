@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.urls import reverse
 
-from ..instagram import BASIC_DISPLAY_SHUTDOWN, Flavour, guidance_for
-from ..instagram.guidance import EXAMPLES, TESTER_INVITES_URL, Guidance
+from ..instagram import BASIC_DISPLAY_SHUTDOWN, BUSINESS_SCOPES_RETIRED, Flavour, with_advice
+from ..instagram.guidance import EXAMPLES, RETIRED_API, TESTER_INVITES_URL, Guidance
 from ..models import Account, Event, InstagramApp, Token
 from ..timeutil import local_text
 from .meta_callbacks import meta_callback_urls
@@ -84,7 +84,7 @@ def meta_setup(*, app: InstagramApp | None, flavour: str | None = None) -> MetaS
             "under App roles → Roles → Instagram Testers, and its owner accepts the "
             f"invitation on Instagram ({TESTER_INVITES_URL}, Tester invites).",
             "Scopes: instagram_business_basic at least (the old business_* names stopped "
-            "working on 2025-01-27).",
+            f"working on {BUSINESS_SCOPES_RETIRED}).",
         ]
     else:
         requirements = [
@@ -104,7 +104,7 @@ def meta_setup(*, app: InstagramApp | None, flavour: str | None = None) -> MetaS
         links = [("Your apps at Meta", META_APPS_URL)]
     links.append(("Where the owner accepts a tester invitation", TESTER_INVITES_URL))
     messages = [(text, guidance) for text, _, guidance in EXAMPLES
-                if guidance.key != "retired_api" or not login]
+                if guidance is not RETIRED_API or not login]
     return MetaSetup(flavour=flavour_enum, values=values, requirements=requirements,
                      links=links, retired=not login, messages=messages)
 
@@ -125,7 +125,7 @@ class OnboardingStep:
 def account_role_confirmation(*, account: Account) -> Event | None:
     """The last tick (or untick) of "tester/role confirmed" on the account, if any."""
     return (Event.objects.filter(account=account, action__in=[ROLE_CONFIRMED, ROLE_UNCONFIRMED])
-            .order_by("-created_at", "-id").first())
+            .select_related("actor_user").order_by("-created_at", "-id").first())
 
 
 def _last_authorize_failure(account: Account) -> Event | None:
@@ -138,7 +138,7 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
     """The checklist of Meta's manual steps for this account, in order."""
     app = account.app
     login = app.flavour == Flavour.INSTAGRAM_LOGIN
-    token = Token.objects.filter(account=account).only("kind", "expires_at").first()
+    authorized = Token.objects.filter(account=account).exists()
     steps = []
 
     # 1. The app at Meta, and its redirect URI pointing here.
@@ -164,7 +164,6 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
     # 2. The account's role on the app (the flavour's requirement).
     tick = account_role_confirmation(account=account)
     ticked = tick is not None and tick.action == ROLE_CONFIRMED
-    authorized = token is not None
     need = ("a Business or Creator account with a role on the app (Instagram tester), "
             "invitation accepted" if login else
             "an accepted Instagram tester of the app")
@@ -194,12 +193,9 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
                       f"authorize again.")
         elif failure is not None:
             message = failure.message.rstrip()
-            detail = f"The last attempt failed: {message}"
             if not message.endswith((".", "!", "?")):
-                detail += "."
-            guidance = guidance_for(failure.message, flavour=app.flavour)
-            if guidance and guidance.advice not in detail:
-                detail += f" {guidance.advice}"
+                message += "."
+            detail = f"The last attempt failed: {with_advice(message, flavour=app.flavour)}"
         else:
             detail = "Press Authorize (you sign in at Instagram), or send the owner a link."
         steps.append(OnboardingStep("authorized", "Authorized", False, detail,
@@ -213,8 +209,8 @@ def account_onboarding(*, account: Account) -> list[OnboardingStep]:
         steps.append(OnboardingStep("file", "Token file written", True,
                                     "The token file matches the stored token."))
     else:
-        detail = ("Written once the account is authorized." if token is None else
+        detail = ("Written once the account is authorized." if not authorized else
                   account.file_error or "The token file is missing or out of date.")
         steps.append(OnboardingStep("file", "Token file written", False, detail,
-                                    actions=["export"] if token is not None else []))
+                                    actions=["export"] if authorized else []))
     return steps
