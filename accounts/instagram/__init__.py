@@ -39,7 +39,6 @@ from .signed_request import (
     SignedRequest,
     SignedRequestInvalid,
     signed_request_parse,
-    signed_request_sign,
 )
 from .usage import Usage
 
@@ -76,5 +75,4 @@ __all__ = [
     "redact_secrets",
     "scopes_check",
     "signed_request_parse",
-    "signed_request_sign",
 ]
