@@ -100,10 +100,8 @@ def test_a_change_of_me_shape_is_still_the_same_account(admin_client, fake, flav
     assert authorize(admin_client, account) == 302
     assert not Event.objects.filter(account=account, outcome="failed").exists()
     # What each shape taught is kept, each id under its own name.
-    expected_user_id = USER_ID if flavour == "instagram_login" else ""
-    if flavour == "basic_display":
-        # The data envelope calls Basic Display's one id `user_id`.
-        expected_user_id = ID
+    # Basic Display's data envelope calls its one id `user_id`.
+    expected_user_id = USER_ID if flavour == "instagram_login" else ID
     assert ids(account)[:2] == (ID, expected_user_id)
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Group
+from django.core import signing
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import (
     Account,
     AlertDelivery,
@@ -34,7 +36,7 @@ from accounts.models import (
 )
 from accounts.services import OwnerLinkRefused
 from accounts.timeutil import utc_text
-from accounts.views.owner_links import FLOW_COOKIE
+from accounts.views.owner_links import DONE_MAX_AGE_SECONDS, DONE_SALT, FLOW_COOKIE
 from tests.conftest import SECRETS, allow_at_fake, callback_path
 from tests.fake_instagram import delay, status
 
@@ -63,9 +65,7 @@ def secret_of(path: str) -> str:
 
 
 def the_link(path: str) -> OwnerLink:
-    import hashlib
-
-    return OwnerLink.objects.get(secret_hash=hashlib.sha256(secret_of(path).encode()).hexdigest())
+    return OwnerLink.objects.get(secret_hash=selectors.secret_hash(secret_of(path)))
 
 
 def go_to_instagram(owner: Client, path: str) -> str:
@@ -279,7 +279,22 @@ def test_an_unknown_link_is_refused(admin_client, owner, login_account, fake, ma
 
 
 def test_the_thank_you_page_needs_its_signed_address(owner, login_account):
-    assert owner.get("/owner/authorized/forged-value/").status_code == 404
+    def page(done: str) -> int:
+        return owner.get(reverse("owner-authorized", args=[done])).status_code
+
+    signed_at = timezone.now()
+    with time_machine.travel(signed_at, tick=False):
+        done = signing.dumps(login_account.pk, salt=DONE_SALT, compress=True)
+        assert page(done) == 200  # the address the callback redirects to
+        assert page(str(login_account.pk)) == 404  # unsigned
+        assert page(signing.dumps(login_account.pk, salt="another.salt", compress=True)) == 404
+        assert page("forged-value") == 404
+    with time_machine.travel(signed_at + timedelta(seconds=DONE_MAX_AGE_SECONDS - 60),
+                             tick=False):
+        assert page(done) == 200
+    with time_machine.travel(signed_at + timedelta(seconds=DONE_MAX_AGE_SECONDS + 60),
+                             tick=False):
+        assert page(done) == 404  # too old
 
 
 # --- the browser binding ------------------------------------------------------------------

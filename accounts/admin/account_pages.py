@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -23,7 +22,6 @@ from ..models import Account
 from ..return_to import return_to_remember, return_to_take
 from ..services import Actor, FlowError
 from ..timeutil import local_text
-from ..views.owner_links import owner_link_completes_here, owner_link_url
 
 
 def redirects_here(request: HttpRequest, redirect_uri: str) -> bool:
@@ -132,13 +130,14 @@ class AccountPagesMixin:
         form = OwnerLinkForm(request.POST or None)
         context = {"title": f"Owner authorization link for {account}", "account": account,
                    "form": form,
-                   "completes_here": owner_link_completes_here(account.app.redirect_uri),
-                   "callback_url": f"{settings.SITE_URL}{reverse('oauth-callback')}"}
+                   "completes_here": selectors.owner_link_completes_here(
+                       redirect_uri=account.app.redirect_uri),
+                   "callback_url": selectors.callback_url()}
         if request.method == "POST" and form.is_valid():
             link, secret = services.owner_link_create(
                 account=account, user=request.user, now=timezone.now(),
                 lifetime=timedelta(days=form.cleaned_data["days"]))
-            context.update(link=link, link_url=owner_link_url(secret),
+            context.update(link=link, link_url=selectors.owner_link_url(secret=secret),
                            expires=local_text(link.expires_at))
         return self._page(request, "admin/accounts/account/owner_link.html",
                           400 if request.method == "POST" and not form.is_valid() else 200,

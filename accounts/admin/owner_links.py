@@ -32,8 +32,8 @@ class OwnerLinkStateFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[OwnerLink]) -> QuerySet:
         if self.value() not in OwnerLinkState.LABELS:
             return queryset
-        return selectors.owner_links_in_state(state=self.value(), now=timezone.now(),
-                                              queryset=queryset)
+        # get_queryset annotates `state` (owner_links_with_state).
+        return queryset.filter(state=self.value())
 
 
 @admin.register(OwnerLink)
@@ -52,9 +52,7 @@ class OwnerLinkAdmin(RegistryModelAdmin):
 
     @admin.display(description="state", ordering="state")
     def state(self, obj: OwnerLink) -> str:
-        value = getattr(obj, "state", None) or selectors.owner_link_state(link=obj,
-                                                                          now=timezone.now())
-        return OwnerLinkState.LABELS.get(value, value)
+        return OwnerLinkState.LABELS.get(obj.state, obj.state)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OwnerLink]:
         return selectors.owner_links_with_state(now=timezone.now(),

@@ -40,7 +40,6 @@ from .signed_request import (
     SignedRequest,
     SignedRequestInvalid,
     signed_request_parse,
-    signed_request_sign,
 )
 from .usage import Usage
 
@@ -77,6 +76,5 @@ __all__ = [
     "redact_secrets",
     "scopes_check",
     "signed_request_parse",
-    "signed_request_sign",
     "with_advice",
 ]

@@ -63,7 +63,6 @@ class SignedRequest:
     user_id: str
     issued_at: int
     expires: int | None
-    algorithm: str
     # The request as received, the signature's optional padding removed: the one text a
     # replay of this request always has (the signature's padding is not signed).
     canonical: str
@@ -128,17 +127,8 @@ def signed_request_parse(
     if expires is not None and expires <= at - skew_seconds:
         raise SignedRequestInvalid("signed_request has expired.")
     return SignedRequest(user_id=_user_id(payload.get("user_id")), issued_at=issued_at,
-                         expires=expires, algorithm=algorithm,
+                         expires=expires,
                          canonical=f"{encoded_sig.rstrip('=')}.{encoded_payload}")
-
-
-def signed_request_sign(payload: dict, *, app_secret: str) -> str:
-    """Build a signed_request exactly as Meta does (for tests, the demo and the fake):
-    the payload as compact JSON, base64url without padding, signed with HMAC-SHA256."""
-    encoded = _b64url_encode(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
-    signature = hmac.new(app_secret.encode("utf-8"), encoded.encode("ascii"),
-                         hashlib.sha256).digest()
-    return f"{_b64url_encode(signature)}.{encoded}"
 
 
 def _b64url_encode(data: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grp
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -64,13 +64,16 @@ from .onboarding import (  # noqa: F401  (the onboarding reads, re-exported)
     meta_setup,
 )
 from .owner_links import (  # noqa: F401  (the owner links' reads, re-exported)
+    OWNER_LINK_PARAM,
     OwnerLinkState,
     oauth_state_of_owner_link,
+    owner_link_completes_here,
     owner_link_find,
     owner_link_state,
-    owner_links_in_state,
+    owner_link_url,
     owner_links_with_state,
     owner_page_account,
+    secret_hash,
 )
 
 
@@ -92,11 +95,18 @@ def accounts_of_instagram_user(*, app_id: int, instagram_id: str) -> QuerySet[Ac
     """The app's accounts that know `instagram_id` under any of their three ids (/me's
     `id` and `user_id`, the code exchange's `user_id`): whom a signed_request from Meta,
     which names one id, is about. Usually one account; empty for an unknown id."""
-    if not instagram_id:
+    return accounts_of_instagram_ids(app_id=app_id, instagram_ids=[instagram_id])
+
+
+def accounts_of_instagram_ids(*, app_id: int,
+                              instagram_ids: Collection[str]) -> QuerySet[Account]:
+    """The app's accounts that know any of `instagram_ids` under any of their three ids,
+    in one query; empty when no id is given (empty ids are ignored)."""
+    ids = sorted({i for i in instagram_ids if i})
+    if not ids:
         return Account.objects.none()
     return Account.objects.filter(
-        Q(ig_id=instagram_id) | Q(ig_user_id=instagram_id)
-        | Q(ig_exchange_user_id=instagram_id),
+        Q(ig_id__in=ids) | Q(ig_user_id__in=ids) | Q(ig_exchange_user_id__in=ids),
         app_id=app_id,
     )
 

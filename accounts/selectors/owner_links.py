@@ -1,14 +1,21 @@
 """Reads for owner authorization links: find a link by its secret, say what state it is
-in, and tell an owner's OAuth state from a staff user's."""
+in, build the link to send, and tell an owner's OAuth state from a staff user's."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from urllib.parse import urlencode, urlsplit
 
-from django.db.models import Case, CharField, Q, QuerySet, Value, When
+from django.conf import settings
+from django.db.models import Case, CharField, QuerySet, Value, When
+from django.urls import reverse
 
 from ..models import Account, OAuthState, OwnerLink
+from .onboarding import callback_url
+
+# The query parameter of an owner link that carries its secret.
+OWNER_LINK_PARAM = "link"
 
 
 class OwnerLinkState:
@@ -23,23 +30,40 @@ class OwnerLinkState:
     LABELS = {OPEN: "Open", USED: "Used", EXPIRED: "Expired", REVOKED: "Revoked"}
 
 
-def _sha256(value: str) -> str:
-    # The digest the services store (`secret_hash`, `state_hash`): a bearer secret is
-    # never kept, only what it hashes to.
+def secret_hash(value: str) -> str:
+    """The hex SHA-256 of a bearer secret (an owner link's secret, an OAuth state): what
+    `OwnerLink.secret_hash` and `OAuthState.state_hash` store and are looked up by, and
+    what an owner's browser is bound to. The secret itself is never kept."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def owner_link_find(*, secret: str) -> OwnerLink | None:
+def owner_link_find(*, secret: str, for_update: bool = False) -> OwnerLink | None:
     """The link whose secret this is, with its account, app and creator; None for a
-    secret no link has (tampered, mistyped or made up)."""
+    secret no link has (tampered, mistyped or made up). `for_update`: lock the link's row
+    (inside the caller's transaction), and load the app in full."""
     if not secret or len(secret) > 200:
         return None
-    return (
-        OwnerLink.objects.select_related("account__app", "created_by")
-        .defer("account__app__app_secret")
-        .filter(secret_hash=_sha256(secret))
-        .first()
-    )
+    queryset = OwnerLink.objects.select_related("account__app", "created_by")
+    queryset = (queryset.select_for_update(of=("self",)) if for_update
+                else queryset.defer("account__app__app_secret"))
+    return queryset.filter(secret_hash=secret_hash(secret)).first()
+
+
+def owner_link_url(*, secret: str) -> str:
+    """The link to send to the owner: absolute, on SITE_URL (the registry's public
+    address, where Instagram's redirect URI also points)."""
+    query = urlencode({OWNER_LINK_PARAM: secret})
+    return f"{settings.SITE_URL}{reverse('owner-authorize')}?{query}"
+
+
+def owner_link_completes_here(*, redirect_uri: str) -> bool:
+    """Whether Instagram's redirect (the app's `redirect_uri`) brings the owner back to
+    this registry's callback on SITE_URL (`callback_url`), where the link was opened:
+    otherwise the owner lands elsewhere (or without the cookie that binds their browser)
+    and the link cannot complete."""
+    expected, given = urlsplit(callback_url()), urlsplit(redirect_uri)
+    return ((given.scheme, given.netloc.lower(), given.path)
+            == (expected.scheme, expected.netloc.lower(), expected.path))
 
 
 def owner_link_state(*, link: OwnerLink, now: datetime) -> str:
@@ -67,27 +91,13 @@ def owner_links_with_state(*, now: datetime,
     ))
 
 
-def owner_links_in_state(*, state: str, now: datetime,
-                         queryset: QuerySet[OwnerLink]) -> QuerySet[OwnerLink]:
-    """`queryset` narrowed to the links in `state` (an OwnerLinkState) at `now`."""
-    conditions = {
-        OwnerLinkState.USED: Q(used_at__isnull=False),
-        OwnerLinkState.REVOKED: Q(used_at__isnull=True, revoked_at__isnull=False),
-        OwnerLinkState.EXPIRED: Q(used_at__isnull=True, revoked_at__isnull=True,
-                                  expires_at__lte=now),
-        OwnerLinkState.OPEN: Q(used_at__isnull=True, revoked_at__isnull=True,
-                               expires_at__gt=now),
-    }
-    return queryset.filter(conditions[state]) if state in conditions else queryset
-
-
 def oauth_state_of_owner_link(*, state: str | None) -> bool:
     """Whether this OAuth `state` (as Instagram sent it back) was issued through an owner
     link, so that its callback is the owner's, not a staff user's. False for a missing or
     unknown state."""
     if not state or len(state) > 200:
         return False
-    return OAuthState.objects.filter(state_hash=_sha256(state),
+    return OAuthState.objects.filter(state_hash=secret_hash(state),
                                      owner_link__isnull=False).exists()
 
 

@@ -68,8 +68,10 @@ _DIGEST_SALT = "accounts.meta_callbacks.data_deletion"
 
 
 class DataDeletionFailed(Exception):
-    """The erasure could not be completed (a token file could not be removed): nothing was
-    changed, and Meta should send the request again. `message` holds no personal data."""
+    """The erasure could not be completed (a token file could not be removed): the
+    database is left as it was (the transaction rolls back), though token files removed
+    before the failure stay removed; Meta should send the request again. `message` holds
+    no personal data."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -99,7 +101,7 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
     with transaction.atomic():
         accounts = list(_accounts_locked(app=app, request=request))
         for account in accounts:
-            token = Token.objects.filter(account=account).only("pk").first()
+            has_token = Token.objects.filter(account=account).exists()
             pending = (PendingToken.objects.filter(account=account)
                        .only("pk", "created_at").first())
             # Stale only if the owner granted a token again since: the last authorization
@@ -111,7 +113,7 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
                 logger.info("meta deauthorize: account %s was authorized again after the "
                             "request was issued; nothing changed", account.pk)
                 continue
-            if (account.status == Account.Status.DEAUTHORIZED and token is None
+            if (account.status == Account.Status.DEAUTHORIZED and not has_token
                     and pending is None):
                 continue  # done before: a replay
             Token.objects.filter(account=account).delete()
@@ -120,7 +122,6 @@ def deauthorize_apply(*, app: InstagramApp, signed_request: object,
                 status=Account.Status.DEAUTHORIZED, last_error=DEAUTHORIZED_MESSAGE,
                 file_state=FileState.NOT_EXPORTED, file_error="", file_checked_at=now,
             )
-            account.refresh_from_db()
             # The file keeps the dead token or is emptied, as for any dead token.
             token_file_dead_token_apply(account=account, actor=actor, now=now)
             event_record(account=account, action="deauthorize", outcome=Event.Outcome.OK,
@@ -148,8 +149,12 @@ def data_deletion_apply(*, app: InstagramApp, signed_request: object,
     returns the first record unchanged and changes nothing.
 
     Raises SignedRequestInvalid (nothing changed), DataDeletionFailed when a token file
-    cannot be removed (nothing changed: Meta should retry), and DecryptionError when the
-    app's secret cannot be read."""
+    cannot be removed (the database is left as it was, though files removed before the
+    failure stay removed: Meta should retry), and DecryptionError when the app's secret
+    cannot be read.
+
+    The confirmation code is kept in the record only, never in an event message (events
+    also go to the application log)."""
     request = _verify(app=app, signed_request=signed_request, now=now)
     digest = salted_hmac(_DIGEST_SALT, request.canonical, algorithm="sha256").hexdigest()
     first = DataDeletionRequest.objects.filter(request_digest=digest).first()
@@ -172,8 +177,7 @@ def data_deletion_apply(*, app: InstagramApp, signed_request: object,
                 event_record(
                     account=None, action="data_deletion", outcome=Event.Outcome.OK,
                     message=(f"Data deletion request from Meta for app '{app.name}': no "
-                             f"account of this app knows the user; nothing to delete. "
-                             f"Confirmation code {code}."),
+                             f"account of this app knows the user; nothing to delete."),
                     actor=actor, now=now)
     except IntegrityError:
         # The same request, handled meanwhile by another process (request_digest is
@@ -222,7 +226,7 @@ def _erase(*, account: Account, code: str, actor: Actor, now: datetime) -> None:
                                 scrubber=scrubber)
     account.refresh_from_db()
     event_record(account=account, action="data_deletion", outcome=Event.Outcome.OK,
-                 message=f"{ERASED_MESSAGE} Confirmation code {code}.", actor=actor, now=now)
+                 message=ERASED_MESSAGE, actor=actor, now=now)
 
 
 def _token_file_unlink(name: str) -> None:
@@ -236,10 +240,11 @@ def _token_file_unlink(name: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        logger.error("meta data deletion: could not remove a token file (%s); nothing was "
-                     "changed, Meta's retry will try again", exc.strerror or type(exc).__name__)
-        raise DataDeletionFailed("A token file could not be removed; nothing was changed. "
-                                 "Send the request again later.") from None
+        logger.error("meta data deletion: could not remove a token file (%s); the deletion "
+                     "was rolled back (files already removed stay removed), Meta's retry "
+                     "will try again", exc.strerror or type(exc).__name__)
+        raise DataDeletionFailed("A token file could not be removed, so the deletion was not "
+                                 "completed; send the request again later.") from None
 
 
 def _scrubber(terms: list[str]) -> re.Pattern[str] | None:

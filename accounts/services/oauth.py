@@ -3,7 +3,6 @@ exchange the code, swap for a long-lived token."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -33,10 +32,6 @@ def _advice(exc: Exception, flavour: str | None = None) -> str:
     return guidance.advice if guidance else ""
 
 
-def _state_hash(state: str) -> str:
-    return hashlib.sha256(state.encode()).hexdigest()
-
-
 # --- OAuth ----------------------------------------------------------------------------
 
 
@@ -57,7 +52,7 @@ def oauth_state_issue(
     start as `actor`. Returns Instagram's authorize URL that carries the state, and the
     state's hash (what an owner's browser is bound to; the state itself is not kept)."""
     state = secrets.token_urlsafe(32)
-    state_hash = _state_hash(state)
+    state_hash = selectors.secret_hash(state)
     OAuthState.objects.create(
         state_hash=state_hash,
         account=account,
@@ -96,7 +91,7 @@ def oauth_state_consume(*, state: str | None, user: AbstractBaseUser, now: datet
         row = (
             OAuthState.objects.select_for_update()
             .select_related("account__app")
-            .filter(state_hash=_state_hash(state))
+            .filter(state_hash=selectors.secret_hash(state))
             .first()
         )
         if row is None:

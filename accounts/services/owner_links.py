@@ -14,7 +14,6 @@ the account, never a token, a secret or an admin page. What staff need is in the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import Collection, Mapping
@@ -80,10 +79,6 @@ class OwnerFlowStart:
     state_hash: str
 
 
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def owner_link_actor(link: OwnerLink) -> Actor:
     """Who acts when the owner goes through `link`: a job naming the link and the staff
     user who created it (the owner has no user here)."""
@@ -101,7 +96,7 @@ def owner_link_create(*, account: Account, user: AbstractBaseUser, now: datetime
     if not LIFETIME_MIN <= lifetime <= LIFETIME_MAX:
         raise ValueError("An owner link lives from 1 to 30 days.")
     secret = secrets.token_urlsafe(_SECRET_BYTES)
-    link = OwnerLink.objects.create(secret_hash=_sha256(secret), account=account,
+    link = OwnerLink.objects.create(secret_hash=selectors.secret_hash(secret), account=account,
                                     created_by=user, created_at=now, expires_at=now + lifetime)
     event_record(account=account, action="owner_link_create", outcome=Event.Outcome.OK,
                  message=f"Owner link #{link.pk} created, usable once until "
@@ -164,9 +159,7 @@ def owner_link_start(*, secret: str, now: datetime) -> OwnerFlowStart:
     link (recorded when the link is known; nothing else changes)."""
     refusal = None
     with transaction.atomic():
-        link = (OwnerLink.objects.select_for_update(of=("self",))
-                .select_related("account__app", "created_by")
-                .filter(secret_hash=_sha256(secret)).first()) if secret else None
+        link = selectors.owner_link_find(secret=secret, for_update=True)
         refusal = owner_link_refusal(link=link, now=now)
         if refusal is None:
             authorize_url, state_hash = oauth_state_issue(
@@ -184,7 +177,7 @@ def _owner_state_consume(*, state: str | None, bound_state_hashes: Collection[st
     than the one that opened the link (then the state is left unused for that one)."""
     if not state:
         raise owner_link_refusal(link=None, now=now)
-    state_hash = _sha256(state)
+    state_hash = selectors.secret_hash(state)
     refusal = None
     with transaction.atomic():
         row = (OAuthState.objects.select_for_update(of=("self",))

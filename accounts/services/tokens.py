@@ -106,14 +106,10 @@ def _answered_ids(profile: Profile, exchange_user_id: str = "") -> InstagramIds:
 
 
 def _twin_of(account: Account, answered: InstagramIds) -> Account | None:
-    """Another account of the same app that knows one of the answered ids."""
-    for instagram_id in sorted(answered.known()):
-        twin = (selectors.accounts_of_instagram_user(app_id=account.app_id,
-                                                     instagram_id=instagram_id)
-                .exclude(pk=account.pk).first())
-        if twin is not None:
-            return twin
-    return None
+    """Another account of the same app that knows one of the answered ids (one query)."""
+    return (selectors.accounts_of_instagram_ids(app_id=account.app_id,
+                                                instagram_ids=answered.known())
+            .exclude(pk=account.pk).order_by("pk").first())
 
 
 def _identity_problem(account: Account, profile: Profile,
@@ -168,13 +164,12 @@ def account_verify(*, account: Account, actor: Actor, now: datetime) -> Profile:
         # until they are written.
         locked = Account.objects.select_for_update().get(pk=account.pk)
         stored = selectors.account_instagram_ids(locked)
-        twin = _twin_of(locked, answered)
         if same_account(stored, answered) is False:
             message = (
                 f"The stored token belongs to @{profile.username} ({answered.describe()}), "
                 f"not to this account ({stored.describe()})."
             )
-        elif twin is not None:
+        elif (twin := _twin_of(locked, answered)) is not None:
             message = (f"The stored token belongs to @{profile.username}, already registered "
                        f"as account '{twin.label}'.")
         else:

@@ -63,7 +63,7 @@ def meta_data_deletion(request: HttpRequest, app_pk: int) -> HttpResponse:
     absolute from SITE_URL>, "confirmation_code": <letters and digits>}` once the data is
     deleted (the same answer for a replay); 400 `{"error": ...}` with nothing changed for
     a missing, oversized, malformed, forged or expired signed_request; 404 for an unknown
-    app; 503 when the deletion could not be completed (nothing changed: Meta retries)."""
+    app; 503 when the deletion could not be completed (Meta retries)."""
     try:
         app, signed_request = _app_and_signed_request(request, app_pk)
         record = services.data_deletion_apply(app=app, signed_request=signed_request,
@@ -94,16 +94,16 @@ def meta_data_deletion_status(request: HttpRequest, code: str) -> HttpResponse:
     return render(request, "accounts/data_deletion_status.html", {"record": record})
 
 
-def _app_and_signed_request(request: HttpRequest, app_pk: int) -> tuple[InstagramApp, str]:
+def _app_and_signed_request(request: HttpRequest,
+                            app_pk: int) -> tuple[InstagramApp, str | None]:
     app = selectors.instagram_app_for_callback(app_pk=app_pk)
     if app is None:
         raise _Refused("unknown app.", status=404)
     values = _form(request).getlist("signed_request")
     if len(values) > 1:
         raise _Refused("signed_request is malformed: given more than once.")
-    if not values or not values[0]:
-        raise _Refused("signed_request is missing.")
-    return app, values[0]
+    # A missing or empty one is the parser's to refuse ("signed_request is missing.").
+    return app, values[0] if values else None
 
 
 def _form(request: HttpRequest) -> QueryDict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import wraps
-from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -30,7 +29,7 @@ from ..services import OwnerFlowFailed, OwnerLinkRefused
 from ..timeutil import utc_text
 
 PRODUCT_NAME = "igregistry"
-LINK_PARAM = "link"
+LINK_PARAM = selectors.OWNER_LINK_PARAM
 # The browser that opened a link is bound to the OAuth states it started: their hashes, in
 # a signed cookie (django.core.signing), read back when Instagram redirects to the
 # callback. A few at once: an owner may open two links (two accounts) in one browser.
@@ -48,23 +47,6 @@ DONE_MAX_AGE_SECONDS = 3600
 # Status of a refused link: gone for good (410) unless it never existed (404).
 _REFUSED_STATUS = {OwnerLinkState.USED: 410, OwnerLinkState.EXPIRED: 410,
                    OwnerLinkState.REVOKED: 410, OwnerLinkRefused.UNKNOWN: 404}
-
-
-def owner_link_url(secret: str) -> str:
-    """The link to send to the owner: absolute, on SITE_URL (the registry's public
-    address, where Instagram's redirect URI also points)."""
-    return f"{settings.SITE_URL}{reverse('owner-authorize')}?{urlencode({LINK_PARAM: secret})}"
-
-
-def owner_link_completes_here(redirect_uri: str) -> bool:
-    """Whether Instagram's redirect (the app's `redirect_uri`) brings the owner back to
-    this registry's callback on SITE_URL, where the link was opened: otherwise the owner
-    lands elsewhere (or without the cookie that binds their browser) and the link cannot
-    complete."""
-    expected = urlsplit(f"{settings.SITE_URL}{reverse('oauth-callback')}")
-    given = urlsplit(redirect_uri)
-    return ((given.scheme, given.netloc.lower(), given.path)
-            == (expected.scheme, expected.netloc.lower(), expected.path))
 
 
 def public_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
