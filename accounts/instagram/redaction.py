@@ -31,10 +31,9 @@ class RedactSecretsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and not record.exc_text:
-            # Formatted once here, cleaned, and kept as the text every handler prints;
-            # the raw exception is dropped so no handler formats it again.
+            # Formatted once here and cleaned: logging's formatters print a record's
+            # exc_text when it has one instead of formatting exc_info again.
             record.exc_text = redact_secrets(_TRACEBACKS.formatException(record.exc_info))
-            record.exc_info = None
         try:
             message = record.getMessage()
         except Exception:  # a broken format string is the caller's bug, not ours to hide
